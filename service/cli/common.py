@@ -1,0 +1,64 @@
+"""What every command shares: the settings object, the database, the site keys, error exits."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import typer
+
+from service.core.config import Settings, load_settings
+from service.core.errors import ConfigurationError, DeidgateError
+from service.core.keys import SiteKeys
+
+
+class _State:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._keys: SiteKeys | None = None
+        self._db_ready = False
+
+    def keys(self) -> SiteKeys:
+        if self._keys is None:
+            self._keys = SiteKeys.load(self.settings.site_key_path)
+        return self._keys
+
+    def db_url(self) -> str:
+        """The database URL, migrated to head on first use (an empty database is upgraded)."""
+        if not self._db_ready:
+            from service.db.migrate import ensure_schema
+
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+            ensure_schema(self.settings.db_url)
+            self._db_ready = True
+        return self.settings.db_url
+
+
+def init_context(ctx: typer.Context) -> None:
+    if ctx.obj is None:
+        try:
+            ctx.obj = _State(load_settings())
+        except Exception as exc:  # pydantic validation of env settings
+            fail(f"invalid settings: {exc}", code=2)
+
+
+def state(ctx: typer.Context) -> _State:
+    root = ctx.find_root()
+    if root.obj is None:
+        init_context(root)
+    obj: _State = root.obj
+    return obj
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guard(exc: DeidgateError) -> NoReturn:
+    """Turn a deidgate error into a specific message and exit status (2 = configuration)."""
+    fail(f"{exc.code}: {exc.reason}", code=2 if isinstance(exc, ConfigurationError) else 1)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

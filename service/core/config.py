@@ -1,0 +1,78 @@
+"""The one settings object.
+
+Built once at the edge (CLI entry, API startup, Celery worker start) and passed in; nothing else
+reads ``os.environ``. Everything defaults to the embedded single-machine mode: a data folder
+(``DEIDGATE_HOME``) holding SQLite, the spool, the output store and the site key.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEIDGATE_", extra="ignore", frozen=False)
+
+    home: Path = Field(default=Path("./deidgate-data"), description="data folder")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; SQLite inside the data folder when unset"
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker; a server-less broker in the data folder when unset"
+    )
+    key_file: Path | None = Field(
+        default=None, description="site secret key; generated as HOME/keys/site.key when unset"
+    )
+    project: str = Field(default="default", description="pseudonym namespace")
+    default_policy: str = "mammography-screening"
+    environment: Literal["development", "production"] = "production"
+
+    # DICOM edge (seed values; the database holds the live configuration)
+    ae_title: str = "DEIDGATE"
+    dicom_host: str = "0.0.0.0"  # noqa: S104 - a DICOM listener must accept the PACS's connections
+    dicom_port: int = 11112
+    max_pdu: int = 1_048_576
+    spool_free_floor_mb: int = 1024
+
+    # REST API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @cached_property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'deidgate.db'}"
+
+    @property
+    def site_key_path(self) -> Path:
+        return self.key_file or self.home / "keys" / "site.key"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.home / "output"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.spool_dir, self.quarantine_dir, self.output_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (plus explicit overrides); call once per process."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,126 @@
+"""The site secret key and the purpose-bound keys derived from it.
+
+Every pseudonym, UID and date shift is an HMAC-SHA256 under a key derived from one site key, so
+the same woman gets the same pseudonym across runs and machines that share the key, and nobody
+without the key can recompute the mapping (unkeyed hashes of PatientID are trivially reversible
+by enumerating IDs). The same site key also derives the AES-GCM key that encrypts original
+identifiers in the audit database and the keyed lookup hash used to find them.
+
+The key file is generated on first use with 0600 permissions, or given by path. A missing
+(when a path was given), short, low-entropy or well-known key refuses to start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from service.core.errors import SiteKeyError
+
+KEY_BYTES = 32
+_KNOWN_BAD = {
+    b"\x00" * KEY_BYTES,
+    b"changeme".ljust(KEY_BYTES, b"\x00"),
+}
+
+
+def _check(raw: bytes, origin: str) -> bytes:
+    if len(raw) < KEY_BYTES:
+        raise SiteKeyError(f"site key at {origin} is {len(raw)} bytes; at least {KEY_BYTES} needed")
+    if raw in _KNOWN_BAD or len(set(raw)) < 8:
+        raise SiteKeyError(f"site key at {origin} is a default or low-entropy value; generate one")
+    return raw
+
+
+def read_key_file(path: Path) -> bytes:
+    """Read a key file: hex text (64+ hex digits) or raw bytes."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SiteKeyError(f"site key file {path} does not exist") from None
+    text = data.strip()
+    try:
+        raw = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raw = data
+    return _check(raw, str(path))
+
+
+def create_key_file(path: Path) -> bytes:
+    """Generate a fresh key, written atomically with 0600 permissions (never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    raw = secrets.token_bytes(KEY_BYTES)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, raw.hex().encode("ascii") + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    return raw
+
+
+def load_or_create(path: Path, *, create: bool = True) -> bytes:
+    if path.exists():
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SiteKeyError(f"site key file {path} is readable by others; chmod 600 it")
+        return read_key_file(path)
+    if not create:
+        raise SiteKeyError(f"site key file {path} does not exist")
+    return create_key_file(path)
+
+
+def _derive(master: bytes, purpose: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"deidgate/v1", info=purpose.encode()
+    ).derive(master)
+
+
+@dataclass(frozen=True)
+class SiteKeys:
+    """Purpose-bound keys; one derivation per purpose so no output doubles as another's key."""
+
+    pseudonym: bytes = field(repr=False)
+    uid: bytes = field(repr=False)
+    date: bytes = field(repr=False)
+    encryption: bytes = field(repr=False)
+    lookup: bytes = field(repr=False)
+    fingerprint: str = ""
+
+    @classmethod
+    def from_master(cls, master: bytes) -> SiteKeys:
+        _check(master, "(given)")
+        return cls(
+            pseudonym=_derive(master, "pseudonym"),
+            uid=_derive(master, "uid"),
+            date=_derive(master, "date-shift"),
+            encryption=_derive(master, "audit-encryption"),
+            lookup=_derive(master, "audit-lookup"),
+            fingerprint=hashlib.sha256(_derive(master, "fingerprint")).hexdigest()[:16],
+        )
+
+    @classmethod
+    def load(cls, path: Path, *, create: bool = True) -> SiteKeys:
+        return cls.from_master(load_or_create(path, create=create))
+
+    def __repr__(self) -> str:
+        return f"SiteKeys(fingerprint={self.fingerprint!r})"
+
+
+def hmac_sha256(key: bytes, *parts: str) -> bytes:
+    """HMAC over unambiguous, length-prefixed parts (so ("ab","c") != ("a","bc"))."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for p in parts:
+        b = p.encode("utf-8")
+        mac.update(len(b).to_bytes(4, "big"))
+        mac.update(b)
+    return mac.digest()

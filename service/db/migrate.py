@@ -1,0 +1,44 @@
+"""Run Alembic migrations programmatically (``deidgate db upgrade``; automatic on first use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from service.db.session import get_engine
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def current_heads(url: str) -> set[str]:
+    with get_engine(url).connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads())
+
+
+def script_heads(url: str) -> set[str]:
+    """Each area (audit, dicom, jobs) is its own Alembic branch off ``0001_base``."""
+    return set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+
+
+def upgrade(url: str, revision: str = "heads") -> None:
+    cfg = alembic_config(url)
+    with get_engine(url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def ensure_schema(url: str) -> None:
+    """Upgrade to head when behind; a no-op (one query) when current."""
+    if current_heads(url) != script_heads(url):
+        upgrade(url)
