@@ -1,0 +1,77 @@
+"""``deidgate token create|list|revoke``: the only way API tokens come to exist.
+
+There is no default token and no way to read one back: ``create`` prints the token once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from service.cli.common import guard, state
+from service.core.errors import DeidgateError
+from service.core.security import Role, as_utc, create_token, list_tokens, revoke_token
+from service.db.session import session_scope
+
+token_app = typer.Typer(help="API tokens for the REST API (stored hashed, shown once).")
+
+
+@token_app.command("create")
+def create(
+    ctx: typer.Context,
+    role: Annotated[Role, typer.Option("--role", help="admin | staff | auditor | service")],
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="unique name, recorded as the actor in the audit log"),
+    ] = None,
+) -> None:
+    """Issue a token and print it once; store it now, it cannot be shown again."""
+    url = state(ctx).db_url()
+    try:
+        with session_scope(url) as s:
+            issued = create_token(s, role=role, name=name)
+    except DeidgateError as exc:
+        guard(exc)
+    typer.echo(issued.token)
+    typer.echo(
+        f"created token id={issued.id} name={issued.name} role={issued.role.value} "
+        f"prefix={issued.prefix}; it is shown only this once",
+        err=True,
+    )
+
+
+@token_app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """List tokens (never the tokens themselves: only id, name, role and prefix)."""
+    url = state(ctx).db_url()
+    with session_scope(url) as s:
+        rows = list_tokens(s)
+        if not rows:
+            typer.echo("no tokens; create one with `deidgate token create --role ROLE`")
+            return
+        typer.echo(f"{'ID':>4}  {'NAME':<24} {'ROLE':<8} {'PREFIX':<12} {'CREATED':<20} STATUS")
+        for r in rows:
+            created = as_utc(r.created_at)
+            status = "revoked" if r.revoked_at else "active"
+            typer.echo(
+                f"{r.id:>4}  {r.name:<24} {r.role:<8} dgt_{r.prefix:<8} "
+                f"{created:%Y-%m-%d %H:%M:%S}  {status}"  # type: ignore[str-format]
+            )
+
+
+@token_app.command("revoke")
+def revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Revoke a token at once; it stays listed so audit entries keep naming its holder."""
+    url = state(ctx).db_url()
+    try:
+        with session_scope(url) as s:
+            row = revoke_token(s, token_id)
+            name = row.name
+    except DeidgateError as exc:
+        guard(exc)
+    typer.echo(f"revoked token id={token_id} name={name}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(token_app, name="token")
