@@ -23,7 +23,7 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; SQLite inside the data folder when unset"
     )
     broker_url: str | None = Field(
-        default=None, description="Celery broker; a server-less broker in the data folder when unset"
+        default=None, description="Celery broker; server-less broker in the data folder if unset"
     )
     key_file: Path | None = Field(
         default=None, description="site secret key; generated as HOME/keys/site.key when unset"
@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     max_pdu: int = 1_048_576
     spool_free_floor_mb: int = 1024
+
+    # Jobs and workers
+    node_name: str = Field(
+        default="", description="names this host's de-identification queue deid.<node>; hostname"
+    )
+    task_max_retries: int = 5
+    task_retry_base_s: float = 2.0
+    task_stale_s: int = Field(default=300, description="unfinished work older than this is redone")
+    sweep_interval_s: int = 30
 
     # REST API
     api_host: str = "127.0.0.1"
