@@ -1,0 +1,1 @@
+"""Extraction jobs: request validation, the shared operations (CLI and REST), the state machine."""

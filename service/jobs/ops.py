@@ -1,0 +1,229 @@
+"""The job operations the CLI and the REST API share (one implementation, two front ends).
+
+Each operation commits its own transaction before it enqueues anything, so a worker never sees a
+task for a row it cannot read yet; if the broker is down, the job still exists in the database
+and the sweep enqueues it later (nothing is lost by a failed publish).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.core.config import Settings
+from service.core.keys import SiteKeys
+from service.db.base import utcnow
+from service.db.models.jobs import TERMINAL_JOB_STATES, DeadLetter, Job, JobInstance, JobStudy
+from service.jobs import orchestrate
+from service.jobs.schemas import (
+    Counts,
+    DeadLetterView,
+    InvalidJobRequest,
+    JobNotFound,
+    JobRequest,
+    JobView,
+    StudyView,
+    parse_job_request,
+    seal,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "InvalidJobRequest", "JobNotFound", "JobRequest", "JobView", "cancel_job", "get_job",
+    "list_dead_letters", "list_jobs", "parse_job_request", "retry_dead_letter", "retry_job",
+    "submit_job",
+]
+
+
+def submit_job(
+    session: Session, settings: Settings, keys: SiteKeys, req: JobRequest, *, actor: str
+) -> JobView:
+    policy = req.policy or settings.default_policy
+    orchestrate.check_submittable(session, settings, pacs=req.pacs, policy=policy,
+                                  destination=req.destination)
+    job = Job(
+        id=orchestrate.new_job_id(), state="queued", pacs=req.pacs, policy=policy,
+        destination=req.destination, selector=req.selector, requested=req.requested,
+        request_sealed=b"", actor=actor, attempts=0,
+    )
+    job.request_sealed = seal(keys, req.model_dump(mode="json"), aad=f"job:{job.id}")
+    session.add(job)
+    orchestrate.audit(session, keys, "job.submitted", actor=actor, details={
+        "job": job.id, "pacs": req.pacs, "selector": req.selector, "requested": req.requested,
+        "policy": policy, "destination": req.destination,
+    })
+    session.commit()
+    log.info("job %s submitted: %s x%d from %s", job.id, req.selector, req.requested, req.pacs)
+    orchestrate.enqueue(settings, "deidgate.resolve_job", job.id)
+    return _view(session, job)
+
+
+def list_jobs(
+    session: Session, *, state: str | None = None, limit: int = 50, offset: int = 0
+) -> list[JobView]:
+    q = select(Job).order_by(Job.created_at.desc(), Job.id).limit(max(1, min(limit, 500)))
+    q = q.offset(max(0, offset))
+    if state is not None:
+        q = q.where(Job.state == state)
+    jobs = list(session.scalars(q))
+    return [_view(session, j, detail=False) for j in jobs]
+
+
+def get_job(session: Session, job_id: str) -> JobView | None:
+    job = session.get(Job, job_id)
+    return None if job is None else _view(session, job)
+
+
+def _load(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id!r}")
+    return job
+
+
+def cancel_job(
+    session: Session, job_id: str, *, actor: str, keys: SiteKeys | None = None
+) -> JobView:
+    """Stop resolving and retrieving. Instances already received are still de-identified, so no
+    identified copy is left behind in the spool."""
+    job = _load(session, job_id)
+    if job.state in TERMINAL_JOB_STATES:
+        raise InvalidJobRequest(f"job {job_id} is already {job.state}")
+    session.execute(update(Job).where(Job.id == job_id).values(
+        state="cancelled", reason=f"cancelled by {actor}", finished_at=utcnow()))
+    session.execute(update(JobStudy).where(
+        JobStudy.job_id == job_id, JobStudy.state.in_(("pending", "retrieving"))
+    ).values(state="cancelled", reason="job cancelled"))
+    if keys is not None:
+        orchestrate.audit(session, keys, "job.cancelled", actor=actor, details={"job": job_id})
+    session.commit()
+    return _view(session, _load(session, job_id))
+
+
+def retry_job(
+    session: Session, job_id: str, *, actor: str, settings: Settings | None = None,
+    keys: SiteKeys | None = None,
+) -> JobView:
+    """Re-run the failed parts: failed studies are retrieved again, dead-lettered and failed
+    instances de-identified again; a job that failed before resolving is resolved again."""
+    job = _load(session, job_id)
+    if job.state not in ("failed", "cancelled", "done"):
+        raise InvalidJobRequest(f"job {job_id} is {job.state}; only finished jobs can be retried")
+    n_studies = session.scalar(select(func.count()).select_from(JobStudy)
+                               .where(JobStudy.job_id == job_id)) or 0
+    redo_studies = list(session.scalars(select(JobStudy.id).where(
+        JobStudy.job_id == job_id, JobStudy.state.in_(("failed", "cancelled")))))
+    redo_inst = list(session.scalars(select(JobInstance.id).where(
+        JobInstance.job_id == job_id, JobInstance.state.in_(("failed", "dead-lettered")))))
+    if n_studies and not redo_studies and not redo_inst and job.state == "done":
+        raise InvalidJobRequest(f"job {job_id} has nothing to retry")
+    new_state = "queued" if n_studies == 0 else "retrieving"
+    session.execute(update(Job).where(Job.id == job_id).values(
+        state=new_state, reason=None, finished_at=None, attempts=Job.attempts + 1))
+    if redo_studies:
+        session.execute(update(JobStudy).where(JobStudy.id.in_(redo_studies)).values(
+            state="pending", reason=None, retrieved=False, attempts=0))
+    if redo_inst:
+        session.execute(update(JobInstance).where(JobInstance.id.in_(redo_inst)).values(
+            state="pending", reason=None, attempts=0, claimed_at=None))
+    session.execute(update(DeadLetter).where(DeadLetter.job_id == job_id,
+                                             DeadLetter.state == "dead")
+                    .values(state="retried", retried_at=utcnow()))
+    if keys is not None:
+        orchestrate.audit(session, keys, "job.retried", actor=actor, details={
+            "job": job_id, "studies": len(redo_studies), "instances": len(redo_inst)})
+    session.commit()
+    if settings is not None:
+        if new_state == "queued":
+            orchestrate.enqueue(settings, "deidgate.resolve_job", job_id)
+        for sid in redo_studies:
+            orchestrate.enqueue(settings, "deidgate.retrieve_study", sid)
+        for iid in redo_inst:
+            orchestrate.enqueue(settings, "deidgate.deidentify_instance", iid,
+                                queue=orchestrate.deid_queue(settings))
+        if not redo_studies and not redo_inst and new_state != "queued":
+            orchestrate.enqueue(settings, "deidgate.sweep")
+    return _view(session, _load(session, job_id))
+
+
+def list_dead_letters(session: Session, *, job_id: str | None = None) -> list[DeadLetterView]:
+    q = select(DeadLetter).order_by(DeadLetter.id)
+    if job_id is not None:
+        q = q.where(DeadLetter.job_id == job_id)
+    return [_dl_view(d) for d in session.scalars(q)]
+
+
+def retry_dead_letter(
+    session: Session, settings: Settings, dead_letter_id: int, *, actor: str
+) -> DeadLetterView:
+    dl = session.get(DeadLetter, dead_letter_id)
+    if dl is None:
+        raise JobNotFound(f"no dead-lettered task with id {dead_letter_id}")
+    if dl.state != "dead":
+        raise InvalidJobRequest(f"dead-lettered task {dead_letter_id} was already retried")
+    orchestrate.revive(session, dl)
+    dl.state, dl.retried_at = "retried", utcnow()
+    session.commit()
+    orchestrate.enqueue_target(settings, dl.task, dl.target)
+    log.info("dead letter %d (%s) retried by %s", dl.id, dl.task, actor)
+    return _dl_view(dl)
+
+
+# --- views --------------------------------------------------------------------------------------
+
+def _dl_view(d: DeadLetter) -> DeadLetterView:
+    return DeadLetterView(id=d.id, task=d.task, reason=d.reason, attempts=d.attempts,
+                          state=d.state, created_at=d.created_at)
+
+
+def study_counts(session: Session, job_id: str) -> dict[int | None, dict[str, int]]:
+    """Per-study instance counts by state, computed (not counted up) so no update races."""
+    rows = session.execute(
+        select(JobInstance.study_id, JobInstance.state, func.count())
+        .where(JobInstance.job_id == job_id)
+        .group_by(JobInstance.study_id, JobInstance.state)
+    )
+    out: dict[int | None, dict[str, int]] = {}
+    for sid, st, n in rows:
+        out.setdefault(sid, {})[st] = n
+    return out
+
+
+def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
+    studies = list(session.scalars(
+        select(JobStudy).where(JobStudy.job_id == job.id).order_by(JobStudy.idx)))
+    per = study_counts(session, job.id)
+    counts = Counts(studies_found=len(studies))
+    views: list[StudyView] = []
+    for s in studies:
+        c = per.get(s.id, {})
+        sv = StudyView(
+            index=s.idx, study_uid=s.pseudo_uid, state=s.state, expected=s.expected,
+            received=sum(c.values()), deidentified=c.get("written", 0),
+            refused=c.get("refused", 0), failed=c.get("failed", 0) + c.get("dead-lettered", 0),
+            reason=s.reason,
+        )
+        views.append(sv)
+        counts.instances_expected += s.expected or 0
+        counts.instances_received += sv.received
+        counts.instances_deidentified += sv.deidentified
+        counts.instances_refused += sv.refused
+        counts.instances_failed += sv.failed
+        counts.studies_complete += s.state == "complete"
+        counts.studies_failed += s.state == "failed"
+    dls = list(session.scalars(select(DeadLetter).where(DeadLetter.job_id == job.id)
+                               .order_by(DeadLetter.id)))
+    counts.dead_letters = sum(1 for d in dls if d.state == "dead")
+    data: dict[str, Any] = {
+        "id": job.id, "state": job.state, "pacs": job.pacs, "policy": job.policy,
+        "destination": job.destination, "selector": job.selector, "requested": job.requested,
+        "created_at": job.created_at, "updated_at": job.updated_at,
+        "finished_at": job.finished_at, "reason": job.reason, "counts": counts,
+        "studies": views if detail else [],
+        "dead_letters": [_dl_view(d) for d in dls] if detail else [],
+    }
+    return JobView(**data)

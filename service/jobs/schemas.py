@@ -1,0 +1,213 @@
+"""What a job request may be, what a job looks like from outside, and how the request is sealed.
+
+``JobRequest`` carries PHI (accession numbers, patient IDs, study UIDs); it is validated strictly
+with messages that name the field and position, never the value, and it is stored only sealed
+(AES-GCM under the site's encryption key). ``JobView`` is what every view, log and report shows:
+counts, states, pseudonymous study UIDs, and nothing that identifies a woman.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import date, datetime
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.core.errors import DeidgateError
+from service.core.keys import SiteKeys, hmac_sha256
+
+MAX_VALUES = 10_000
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
+_NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_POLICY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+SELECTORS = ("accession_numbers", "patient_ids", "study_instance_uids", "query")
+
+
+class InvalidJobRequest(DeidgateError):
+    code = "invalid-job-request"
+
+
+class JobNotFound(DeidgateError):
+    code = "job-not-found"
+
+
+class DateQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    modality: str = "MG"
+    date_from: date
+    date_to: date
+
+    @model_validator(mode="after")
+    def _check(self) -> DateQuery:
+        if not _MODALITY.match(self.modality):
+            raise ValueError("modality: a DICOM modality code such as MG")
+        if self.date_from > self.date_to:
+            raise ValueError("date_from is after date_to")
+        return self
+
+
+def _check_values(field: str, values: list[str], *, max_len: int, uid: bool) -> list[str]:
+    if not values:
+        raise ValueError(f"{field}: the list is empty")
+    if len(values) > MAX_VALUES:
+        raise ValueError(f"{field}: {len(values)} values; at most {MAX_VALUES} per job")
+    seen: dict[str, None] = {}
+    for i, raw in enumerate(values):
+        v = raw.strip()
+        if not v:
+            raise ValueError(f"{field}[{i}]: empty value")
+        if len(v) > max_len:
+            raise ValueError(f"{field}[{i}]: longer than {max_len} characters")
+        if "\\" in v or "*" in v or "?" in v or any(ord(c) < 32 for c in v):
+            raise ValueError(f"{field}[{i}]: contains a wildcard, backslash or control character")
+        if uid and not _UID.match(v):
+            raise ValueError(f"{field}[{i}]: not a DICOM UID (digits and dots, no leading zeros)")
+        seen.setdefault(v, None)
+    return list(seen)
+
+
+class JobRequest(BaseModel):
+    """Exactly one selector: accession numbers, patient IDs, study UIDs or a date-range query."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    pacs: str
+    accession_numbers: list[str] | None = None
+    patient_ids: list[str] | None = None
+    study_instance_uids: list[str] | None = None
+    query: DateQuery | None = None
+    policy: str | None = None
+    destination: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> JobRequest:
+        if not _NODE.match(self.pacs):
+            raise ValueError("pacs: a PACS node name (letters, digits, _ . -; at most 64)")
+        if self.destination is not None and not _NODE.match(self.destination):
+            raise ValueError("destination: a PACS node name (letters, digits, _ . -; at most 64)")
+        if self.policy is not None and not _POLICY.match(self.policy):
+            raise ValueError("policy: a shipped policy name such as mammography-screening")
+        given = [s for s in SELECTORS if getattr(self, s) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "exactly one of accession_numbers, patient_ids, study_instance_uids or query "
+                f"is required ({len(given)} given)"
+            )
+        if self.accession_numbers is not None:
+            self.accession_numbers = _check_values(
+                "accession_numbers", self.accession_numbers, max_len=16, uid=False)
+        if self.patient_ids is not None:
+            self.patient_ids = _check_values("patient_ids", self.patient_ids, max_len=64, uid=False)
+        if self.study_instance_uids is not None:
+            self.study_instance_uids = _check_values(
+                "study_instance_uids", self.study_instance_uids, max_len=64, uid=True)
+        return self
+
+    @property
+    def selector(self) -> str:
+        return next(s for s in SELECTORS if getattr(self, s) is not None)
+
+    @property
+    def requested(self) -> int:
+        value = getattr(self, self.selector)
+        return 1 if isinstance(value, DateQuery) else len(value)
+
+    def __repr__(self) -> str:  # the values are PHI
+        return f"JobRequest(pacs={self.pacs!r}, selector={self.selector!r}, n={self.requested})"
+
+    __str__ = __repr__
+
+
+def parse_job_request(data: Any) -> JobRequest:
+    """Validate untrusted input; errors name field and position, never the offending value."""
+    try:
+        return JobRequest.model_validate(data)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        raise InvalidJobRequest("; ".join(parts) or "invalid job request") from None
+
+
+# --- sealing: the request and original UIDs are PHI; stored only encrypted ---------------------
+
+def seal(keys: SiteKeys, payload: Any, *, aad: str) -> bytes:
+    nonce = os.urandom(12)
+    data = json.dumps(payload, separators=(",", ":"), default=str).encode()
+    return nonce + AESGCM(keys.encryption).encrypt(nonce, data, aad.encode())
+
+
+def unseal(keys: SiteKeys, blob: bytes, *, aad: str) -> Any:
+    return json.loads(AESGCM(keys.encryption).decrypt(blob[:12], blob[12:], aad.encode()))
+
+
+def study_key(keys: SiteKeys, study_uid: str) -> str:
+    """The keyed hash by which an arriving instance finds its job's study (no UID in clear)."""
+    return hmac_sha256(keys.lookup, "job-study", study_uid).hex()
+
+
+# --- views --------------------------------------------------------------------------------------
+
+JobState = Literal[
+    "queued", "resolving", "retrieving", "de-identifying", "scoring", "done", "failed", "cancelled"
+]
+
+
+class Counts(BaseModel):
+    studies_found: int = 0
+    studies_complete: int = 0
+    studies_failed: int = 0
+    instances_expected: int = 0
+    instances_received: int = 0
+    instances_deidentified: int = 0
+    instances_refused: int = 0
+    instances_failed: int = 0
+    dead_letters: int = 0
+
+
+class StudyView(BaseModel):
+    index: int
+    study_uid: str | None = Field(None, description="pseudonymous study UID, once known")
+    state: str
+    expected: int | None
+    received: int = 0
+    deidentified: int = 0
+    refused: int = 0
+    failed: int = 0
+    reason: str | None = None
+
+
+class DeadLetterView(BaseModel):
+    id: int
+    task: str
+    reason: str
+    attempts: int
+    state: str
+    created_at: datetime
+
+
+class JobView(BaseModel):
+    """Everything a non-auditor may see about a job: no request values, no original UIDs."""
+
+    id: str
+    state: JobState
+    pacs: str
+    policy: str
+    destination: str | None
+    selector: str
+    requested: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    reason: str | None
+    counts: Counts
+    studies: list[StudyView] = []
+    dead_letters: list[DeadLetterView] = []
