@@ -1,0 +1,54 @@
+"""``create_app(settings)``: the REST API, built from a settings object and nothing global.
+
+Importing this module builds nothing: no engine, no settings, no keys. ``deidgate serve`` (and
+tests) build a Settings once, migrate the database, and call ``create_app``. Everything lives
+under ``/api/v1``; the interactive OpenAPI documentation is at ``/docs``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from service.api import errors
+from service.api.routes import ROUTERS
+from service.api.schemas import ErrorBody
+from service.core.config import Settings
+
+API_PREFIX = "/api/v1"
+
+
+def app_version() -> str:
+    try:
+        return version("deidgate")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+source"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="deidgate",
+        summary="DICOM de-identification and extraction gateway for breast-cancer screening",
+        description=(
+            "Authenticate with `Authorization: Bearer <token>`; tokens come from "
+            "`deidgate token create --role admin|staff|auditor|service` and are shown once. "
+            "Every error has the body `{\"error\": {\"code\": ..., \"message\": ...}}`. "
+            "No URL carries PHI: paths take job ids and pseudonyms only."
+        ),
+        version=app_version(),
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        responses={
+            401: {"model": ErrorBody, "description": "missing, unknown or revoked token"},
+            403: {"model": ErrorBody, "description": "the token's role may not do this"},
+            422: {"model": ErrorBody, "description": "invalid request (values never echoed)"},
+        },
+    )
+    app.state.settings = settings
+    app.state.keys = None  # loaded on first use by routes that need them
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
+    return app

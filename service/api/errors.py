@@ -1,0 +1,134 @@
+"""One error body for every failure: ``{"error": {"code": "...", "message": "..."}}``.
+
+Clients (the CLI, the web UI, a research coordinator's script) branch on ``code`` and show
+``message``. Messages are written for people and never carry PHI: validation errors name the
+field and position but drop the submitted value (pydantic's ``input`` and ``ctx``), deidgate
+errors carry PHI-free reasons by contract, and anything unexpected becomes a bare 500 whose
+details go to the server log only as the exception type.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.core.errors import DeidgateError
+
+log = logging.getLogger(__name__)
+
+_STATUS_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "too-large",
+    415: "unsupported-media-type",
+    422: "invalid-request",
+    429: "too-many-requests",
+    500: "internal",
+    502: "upstream-failed",
+    503: "unavailable",
+}
+# Field names are ours; anything else in a location (an unexpected key, say) came from the
+# client and could be anything, including an identifier, so it is not echoed.
+_SAFE_LOC = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class ApiError(Exception):
+    """Raised by routes for a specific, PHI-free refusal with its HTTP status."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def _loc(parts: Sequence[Any], *, drop_last: bool) -> str:
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        where, parts = str(parts[0]), list(parts[1:])
+    else:
+        where, parts = "", list(parts)
+    if drop_last and parts:
+        parts = parts[:-1]
+    out: list[str] = []
+    for p in parts:
+        if isinstance(p, int):
+            out.append(f"[{p}]")
+        elif isinstance(p, str) and _SAFE_LOC.match(p):
+            out.append(f".{p}" if out else p)
+        else:
+            out.append(".?" if out else "?")
+    path = "".join(out)
+    return f"{where} {path}".strip() if path else where
+
+
+def describe_validation(errors: Iterable[Any]) -> str:
+    """Field-by-field messages without the offending values."""
+    parts: list[str] = []
+    for err in errors:
+        kind = str(err.get("type", ""))
+        if kind == "extra_forbidden":
+            where = _loc(err.get("loc", ()), drop_last=True) or "body"
+            parts.append(f"{where}: unexpected field (field names are listed in /docs)")
+            continue
+        if kind == "json_invalid":
+            parts.append("body: not valid JSON")
+            continue
+        where = _loc(err.get("loc", ()), drop_last=False)
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid-request", describe_validation(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        # Starlette's own details ("Not Found", "Method Not Allowed") never echo the URL.
+        message = exc.detail if isinstance(exc.detail, str) else code
+        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(DeidgateError)
+    async def _deidgate(_: Request, exc: DeidgateError) -> JSONResponse:
+        # Errors that reach here unmapped are refusals of the request as given.
+        return error_response(422, exc.code, exc.reason)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # The type and the frames, not the message: an arbitrary exception's text (a database
+        # driver's, say) may quote the data it choked on.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("unhandled %s in API request\n%s", type(exc).__name__, frames)
+        return error_response(500, "internal", "internal error; see the server log")

@@ -1,0 +1,32 @@
+"""Liveness and database reachability: the one endpoint that needs no token.
+
+It says only whether the service and its database answer, so load balancers and
+``docker-compose`` health checks can use it without holding a credential.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.api.schemas import Health
+from service.db.session import get_engine
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health, summary="Service and database status (public)")
+def health(request: Request, response: Response) -> Health:
+    from service.api.app import app_version
+
+    try:
+        with get_engine(request.app.state.settings.db_url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        db = "ok"
+    except SQLAlchemyError:
+        db = "unreachable"
+        response.status_code = 503
+    return Health(
+        status="ok" if db == "ok" else "degraded", database=db, version=app_version()
+    )
