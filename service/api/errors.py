@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.errors import DeidgateError
 
@@ -125,10 +126,40 @@ def install(app: FastAPI) -> None:
         # Errors that reach here unmapped are refusals of the request as given.
         return error_response(422, exc.code, exc.reason)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # The type and the frames, not the message: an arbitrary exception's text (a database
-        # driver's, say) may quote the data it choked on.
-        frames = "".join(traceback.format_tb(exc.__traceback__))
-        log.error("unhandled %s in API request\n%s", type(exc).__name__, frames)
-        return error_response(500, "internal", "internal error; see the server log")
+    # Not an exception handler: Starlette re-raises after calling those, and the server would
+    # then log the exception's text. The middleware contains the failure instead.
+    app.add_middleware(ContainUnexpected)
+
+
+def log_unexpected(exc: BaseException) -> None:
+    """The type and the frames, not the message: an arbitrary exception's text (a database
+    driver's, say) may quote the data it choked on."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unhandled %s in API request\n%s", type(exc).__name__, frames)
+
+
+class ContainUnexpected:
+    """ASGI middleware: any unhandled exception becomes a bare 500 in our shape, logged safely."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def _send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        except Exception as exc:
+            log_unexpected(exc)
+            if not started:  # otherwise the client sees a truncated response, nothing more
+                response = error_response(500, "internal", "internal error; see the server log")
+                await response(scope, receive, send)
