@@ -74,9 +74,10 @@ def upgrade() -> None:
         sa.Column("claimed_at", TS, nullable=True),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
-        sa.UniqueConstraint("received_key", name="uq_job_instances_received_key"),
+        sa.UniqueConstraint("job_id", "received_key", name="uq_job_instances_job_received"),
     )
     op.create_index("ix_job_instances_job_id", "job_instances", ["job_id"])
+    op.create_index("ix_job_instances_received_key", "job_instances", ["received_key"])
     op.create_index("ix_job_instances_study_id", "job_instances", ["study_id"])
     op.create_index("ix_job_instances_state", "job_instances", ["state"])
     op.create_table(

@@ -23,6 +23,7 @@ from service.core.config import Settings
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
 from service.db.base import utcnow
+from service.db.models.dicom import ReceivedInstance
 from service.db.models.jobs import (
     TERMINAL_JOB_STATES,
     DeadLetter,
@@ -100,14 +101,14 @@ def check_submittable(
         raise InvalidJobRequest(f"policy: {policy!r} cannot be loaded ({reason})") from None
 
 
-def node_exists(session: Session, name: str) -> bool | None:
-    """Whether a PACS node of that name is configured (None: the DICOM edge is not installed)."""
+def node_exists(session: Session, name: str) -> bool:
+    from service.dicom import admin
+
     try:
-        from service.db.models.dicom import PacsNode  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return session.scalar(select(func.count()).select_from(PacsNode)
-                          .where(PacsNode.name == name)) == 1
+        admin.get_node(session, name)
+    except admin.UnknownNode:
+        return False
+    return True
 
 
 # --- resolve -------------------------------------------------------------------------------------
@@ -207,42 +208,73 @@ def release_study(session: Session, study_id: int) -> None:
 
 # --- instances -----------------------------------------------------------------------------------
 
-def link_instance(
-    session: Session, keys: SiteKeys, *, received_key: str, study_uid: str | None,
-    spool_path: str, node: str,
-) -> tuple[JobInstance, bool]:
-    """Attach an arriving instance to the active job study it belongs to (by keyed study hash).
+def _active_study(session: Session, key: str) -> JobStudy | None:
+    return session.scalars(
+        select(JobStudy).join(Job, Job.id == JobStudy.job_id)
+        .where(JobStudy.study_key == key, JobStudy.state.in_(ACTIVE_STUDY),
+               Job.state.not_in(TERMINAL_JOB_STATES))
+        .order_by(Job.created_at.desc()).limit(1)
+    ).first()
 
-    Returns the row and whether it needs de-identifying (False for a duplicate delivery of an
-    instance already handled). Instances no job asked for are still de-identified (job_id None):
-    identified data is never left lying in the spool.
+
+def link_received(
+    session: Session, received_id: int, *, node: str, study: JobStudy | None = None
+) -> tuple[JobInstance | None, bool]:
+    """Attach an instance the listener stored to the active job study it belongs to (matched by
+    the keyed study-UID hash the listener recorded).
+
+    Returns the row and whether it needs de-identifying (False for a duplicate delivery).
+    Instances no job asked for are still de-identified (job_id None): identified data is never
+    left lying in the spool.
     """
-    study: JobStudy | None = None
-    if study_uid:
-        study = session.scalars(
-            select(JobStudy).join(Job, Job.id == JobStudy.job_id)
-            .where(JobStudy.study_key == study_key(keys, study_uid),
-                   JobStudy.state.in_(ACTIVE_STUDY), Job.state.not_in(TERMINAL_JOB_STATES))
-            .order_by(Job.created_at.desc()).limit(1)
-        ).first()
-    row = JobInstance(received_key=received_key, job_id=study.job_id if study else None,
-                      study_id=study.id if study else None, spool_path=spool_path, node=node,
-                      state="pending", attempts=0)
+    ri = session.get(ReceivedInstance, received_id)
+    if ri is None:
+        return None, False
+    study = study or _active_study(session, ri.study_key)
+    job_id = study.job_id if study else None
+    key = str(ri.id)
+    q = select(JobInstance).where(JobInstance.received_key == key)
+    q = q.where(JobInstance.job_id == job_id) if job_id else q.where(JobInstance.job_id.is_(None))
+    existing = session.scalars(q).first()
+    if existing is not None:
+        return existing, existing.state == "pending"
+    # the same file already handled for another job: share its outcome, do not redo it
+    done = session.scalars(select(JobInstance).where(
+        JobInstance.received_key == key, JobInstance.state.in_(("written", "refused")))).first()
+    row = JobInstance(received_key=key, job_id=job_id, study_id=study.id if study else None,
+                      spool_path=ri.spool_path, node=node, state="pending", attempts=0)
+    if done is not None:
+        row.state, row.out_path, row.reason = done.state, done.out_path, done.reason
     session.add(row)
+    if job_id and ri.job_id is None:
+        ri.job_id = job_id
+    if ri.status == "received":
+        ri.status = "queued"
     try:
         session.commit()
-        return row, True
     except IntegrityError:
         session.rollback()
-    existing = session.scalars(select(JobInstance).where(
-        JobInstance.received_key == received_key)).one()
-    if existing.state in ("written", "refused") and existing.spool_path == spool_path:
-        return existing, False
-    # redelivered to the spool again: process again (output and mappings are idempotent)
-    session.execute(update(JobInstance).where(JobInstance.id == existing.id).values(
-        spool_path=spool_path, node=node, state="pending", claimed_at=None))
-    session.commit()
-    return existing, True
+        return session.scalars(q).first(), False
+    return row, row.state == "pending"
+
+
+def adopt_known(session: Session, study_id: int, *, node: str) -> list[int]:
+    """After a retrieval, attach instances of the study the listener already held (it does not
+    spool a duplicate SOP instance twice, so a re-requested study may arrive as nothing)."""
+    st = session.get(JobStudy, study_id)
+    if st is None:
+        return []
+    linked = set(session.scalars(select(JobInstance.received_key)
+                                 .where(JobInstance.study_id == study_id)))
+    todo: list[int] = []
+    for rid in list(session.scalars(select(ReceivedInstance.id).where(
+            ReceivedInstance.study_key == st.study_key).order_by(ReceivedInstance.id))):
+        if str(rid) in linked:
+            continue
+        row, needs = link_received(session, rid, node=node, study=st)
+        if row is not None and needs:
+            todo.append(row.id)
+    return todo
 
 
 def claim_instance(session: Session, instance_id: int, stale_s: int) -> JobInstance | None:
@@ -252,7 +284,8 @@ def claim_instance(session: Session, instance_id: int, stale_s: int) -> JobInsta
     res = session.execute(update(JobInstance).where(
         JobInstance.id == instance_id,
         or_(JobInstance.state == "pending",
-            and_(JobInstance.state == "processing", JobInstance.claimed_at < stale)),
+            and_(JobInstance.state.in_(("processing", "written", "refused")),
+                 JobInstance.claimed_at < stale)),
     ).values(state="processing", claimed_at=now, attempts=JobInstance.attempts + 1))
     session.commit()
     if res.rowcount != 1:  # type: ignore[attr-defined]
@@ -389,6 +422,7 @@ class SweepResult:
     jobs: list[str]
     studies: list[int]
     instances: list[tuple[int, str]]
+    unlinked: list[int]
     checked: int
 
 
@@ -417,6 +451,12 @@ def sweep(session: Session, *, stale_s: int, startup: bool = False) -> SweepResu
             and_(JobInstance.state == "processing", JobInstance.claimed_at < stale))
     ).order_by(JobInstance.id)
     instances = [(i, n) for i, n in session.execute(inst_q)]
+    inst_q2 = select(JobInstance.id, JobInstance.node).where(  # committed, source not yet removed
+        JobInstance.state.in_(("written", "refused")), JobInstance.claimed_at < stale)
+    instances += [(i, n) for i, n in session.execute(inst_q2)]
+    unlinked = list(session.scalars(select(ReceivedInstance.id).where(
+        ReceivedInstance.status == "received", ReceivedInstance.received_at < fresh_ok,
+    ).order_by(ReceivedInstance.id)))
     # studies whose last instance finished while the completion check was lost
     checked = 0
     for sid in list(session.scalars(select(JobStudy.id).where(
@@ -425,4 +465,5 @@ def sweep(session: Session, *, stale_s: int, startup: bool = False) -> SweepResu
     for jid in list(session.scalars(select(Job.id).where(
             Job.state.in_(("retrieving", "de-identifying", "scoring"))))):
         refresh_job(session, jid)
-    return SweepResult(jobs=jobs, studies=studies, instances=instances, checked=checked)
+    return SweepResult(jobs=jobs, studies=studies, instances=instances, unlinked=unlinked,
+                       checked=checked)

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.core.errors import DeidgateError
-from service.core.keys import SiteKeys, hmac_sha256
+from service.core.keys import SiteKeys
 
 MAX_VALUES = 10_000
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -150,8 +150,11 @@ def unseal(keys: SiteKeys, blob: bytes, *, aad: str) -> Any:
 
 
 def study_key(keys: SiteKeys, study_uid: str) -> str:
-    """The keyed hash by which an arriving instance finds its job's study (no UID in clear)."""
-    return hmac_sha256(keys.lookup, "job-study", study_uid).hex()
+    """The keyed hash by which an arriving instance finds its job's study (no UID in clear);
+    the same key the listener stores on ``ReceivedInstance.study_key``."""
+    from service.dicom.ident import uid_key
+
+    return uid_key(keys, study_uid)
 
 
 # --- views --------------------------------------------------------------------------------------

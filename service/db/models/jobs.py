@@ -83,9 +83,12 @@ class JobInstance(Base):
     """One received instance's way through de-identification (one row per spool file)."""
 
     __tablename__ = "job_instances"
+    __table_args__ = (
+        UniqueConstraint("job_id", "received_key", name="uq_job_instances_job_received"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    received_key: Mapped[str] = mapped_column(String(64), unique=True)  # listener's instance id
+    received_key: Mapped[str] = mapped_column(String(64), index=True)  # ReceivedInstance.id
     job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), index=True, nullable=True
     )
