@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     max_pdu: int = 1_048_576
     spool_free_floor_mb: int = 1024
+    dicom_config_file: Path | None = Field(
+        default=None, description="YAML/TOML seeding local AE, allow-list and PACS nodes on first use"
+    )
 
     # Jobs and workers
     node_name: str = Field(

@@ -1,0 +1,213 @@
+"""The gateway's C-STORE / C-ECHO listener (pynetdicom SCP).
+
+Who may associate is decided per association from the database allow-list (cached a few
+seconds, so ``deidgate ae allow`` takes effect without a restart); anyone else gets
+A-ASSOCIATE-RJ (rejected-permanent, service-user, calling-AE-title-not-recognised) and the
+attempt is recorded. Every accepted C-STORE goes through ``StoreSink`` (spool, record, hook).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.transport import ThreadedAssociationServer
+
+from service.core.config import Settings
+from service.core.keys import SiteKeys
+from service.db.models.dicom import AssociationAttempt
+from service.db.session import get_sessionmaker, session_scope
+from service.dicom import admin
+from service.dicom.ingest import OnStored, StoreSink
+from service.dicom.sopclasses import STORAGE, TRANSFER_SYNTAXES, VERIFICATION
+from service.dicom.spool import Spool
+
+log = logging.getLogger(__name__)
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output echoes identifiers
+
+REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED = 0x01, 0x01, 0x03
+
+
+def _prefer_requestor_order(assoc: Any) -> None:
+    """Accept each context in the transfer syntax the *sender* prefers (its own file's syntax),
+    not ours: pynetdicom picks by the acceptor's order, which would make a sender holding
+    JPEG 2000 decompress it for us. Per association, before negotiation."""
+    first: dict[str, list[str]] = {}
+    for cx in assoc.requestor.primitive.presentation_context_definition_list:
+        first.setdefault(str(cx.abstract_syntax), [str(t) for t in cx.transfer_syntax])
+    contexts = []
+    for ac in assoc.acceptor.supported_contexts:
+        pref = first.get(str(ac.abstract_syntax))
+        if pref:
+            ours = [str(t) for t in ac.transfer_syntax]
+            cx = PresentationContext()
+            cx.abstract_syntax = ac.abstract_syntax
+            cx.transfer_syntax = [t for t in pref if t in ours] + [t for t in ours if t not in pref]
+            cx.scu_role, cx.scp_role = ac.scu_role, ac.scp_role
+            contexts.append(cx)
+        else:
+            contexts.append(ac)
+    assoc.acceptor.supported_contexts = contexts
+
+
+class AllowList:
+    """The allow-list as the listener sees it: re-read from the database every ``ttl`` s."""
+
+    def __init__(self, db_url: str, ttl: float = 5.0) -> None:
+        self.db_url = db_url
+        self.ttl = ttl
+        self._entries: list[admin.AllowedAE] = []
+        self._at = -1e9
+        self._lock = threading.Lock()
+
+    def entries(self) -> list[admin.AllowedAE]:
+        with self._lock:
+            if time.monotonic() - self._at > self.ttl:
+                with get_sessionmaker(self.db_url)() as s:
+                    self._entries = admin.list_allowed(s)
+                self._at = time.monotonic()
+            return self._entries
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._at = -1e9
+
+    def allowed(self, calling_ae: str, peer_host: str) -> bool:
+        return admin.is_allowed(self.entries(), calling_ae, peer_host)
+
+
+@dataclass
+class ListenerConfig:
+    ae_title: str
+    host: str = "0.0.0.0"  # noqa: S104 - the PACS must reach it
+    port: int = 11112  # 0 = any free port (tests, benchmarks)
+    max_pdu: int = 1_048_576
+    max_associations: int = 16
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 60.0  # idle time before a silent peer is dropped
+    allow_cache_s: float = 5.0
+
+
+class Listener:
+    """Start with ``start()`` (returns at once, serves on threads); ``stop()`` shuts down cleanly:
+    no new associations, running ones are aborted, and their partial data is never written."""
+
+    def __init__(self, config: ListenerConfig, *, db_url: str, keys: SiteKeys, spool: Spool,
+                 on_stored: OnStored | None = None) -> None:
+        self.config = config
+        self.db_url = db_url
+        self.sink = StoreSink(db_url=db_url, keys=keys, spool=spool, on_stored=on_stored)
+        self.allow_list = AllowList(db_url, ttl=config.allow_cache_s)
+        self._server: ThreadedAssociationServer | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, db_url: str, keys: SiteKeys,
+                      on_stored: OnStored | None = None, **overrides: Any) -> Listener:
+        """Local AE from the database (seeded from settings and the config file on first use)."""
+        with session_scope(db_url) as s:
+            cfg = admin.load_config_file(settings.dicom_config_file) \
+                if settings.dicom_config_file else None
+            admin.seed(s, settings, cfg)
+            local = admin.get_local_ae(s, settings)
+        conf = ListenerConfig(ae_title=local.ae_title, host=local.host, port=local.port,
+                              max_pdu=local.max_pdu)
+        for k, v in overrides.items():
+            setattr(conf, k, v)
+        settings.spool_dir.mkdir(parents=True, exist_ok=True)
+        spool = Spool(settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20)
+        return cls(conf, db_url=db_url, keys=keys, spool=spool, on_stored=on_stored)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _make_ae(self) -> AE:
+        c = self.config
+        ae = AE(ae_title=c.ae_title)
+        ae.maximum_pdu_size = c.max_pdu
+        ae.maximum_associations = c.max_associations
+        ae.acse_timeout = c.acse_timeout
+        ae.dimse_timeout = c.dimse_timeout
+        ae.network_timeout = c.network_timeout
+        ae.require_called_aet = False
+        ae.add_supported_context(VERIFICATION)
+        for uid in STORAGE:
+            ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        return ae
+
+    def start(self) -> Listener:
+        if self._server is not None:
+            return self
+        self.sink.spool.sweep_partials()
+        ae = self._make_ae()
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_STORE, self.sink.handle_store),
+            (evt.EVT_C_ECHO, lambda event: 0x0000),
+        ]
+        self._server = ae.start_server((self.config.host, self.config.port), block=False,
+                                       evt_handlers=handlers)
+        log.info("listener %s on %s:%d", self.config.ae_title, self.config.host, self.port)
+        return self
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self.config.port
+        return int(self._server.server_address[1])
+
+    def serve_forever(self, stop: threading.Event) -> None:
+        """Foreground use (``deidgate listen``): returns after ``stop`` is set."""
+        self.start()
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()  # stops accepting, aborts active associations, closes the socket
+        for assoc in list(server.active_associations):
+            assoc.abort()
+
+    def __enter__(self) -> Listener:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- association control --------------------------------------------------------------
+
+    def _on_requested(self, event: Any) -> None:
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        calling = str(rq.calling_ae_title).strip()
+        called = str(rq.called_ae_title).strip()
+        peer = str(assoc.requestor.address)
+        try:
+            ok = self.allow_list.allowed(calling, peer)
+        except Exception:  # database unreachable: fail closed, transiently
+            log.exception("allow-list unavailable; rejecting association")
+            assoc.acse.send_reject(0x02, 0x01, 0x01)
+            assoc.kill()
+            return
+        if ok:
+            _prefer_requestor_order(assoc)
+            return
+        assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
+        assoc.kill()  # as pynetdicom does itself: lets the DUL send the RJ before closing
+        log.warning("rejected association from AE %r at %s: calling AE not allowed", calling, peer)
+        try:
+            with session_scope(self.db_url) as s:
+                s.add(AssociationAttempt(calling_ae=calling[:16],
+                                         called_ae=called[:16],
+                                         peer_host=peer[:255], reason="calling-ae-not-allowed"))
+        except Exception:
+            log.exception("could not record a rejected association")

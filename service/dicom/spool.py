@@ -1,0 +1,82 @@
+"""The quarantine spool: identified instances, written durably before the sender hears success.
+
+A file appears under its final name only after all of its bytes are on disk (temp file in the same
+folder, fsync, atomic rename, fsync of the folder), so an association aborted mid-transfer or a
+crash leaves at most a ``.part`` file that nothing reads and ``sweep_partials`` removes. Names are
+random: never derived from patient data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+_PART = ".part"
+
+
+class SpoolFull(Exception):
+    """Free space is below the configured floor; the sender must be told 0xA700."""
+
+
+class Spool:
+    def __init__(self, root: Path, *, free_floor_bytes: int = 0) -> None:
+        self.root = Path(root)
+        self.free_floor_bytes = free_floor_bytes
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def check_room(self, incoming: int) -> None:
+        """Refuse when keeping ``incoming`` bytes would leave less than the floor."""
+        if self.free_bytes() - incoming < self.free_floor_bytes:
+            raise SpoolFull("spool free space below the configured floor")
+
+    def write(self, chunks: Iterable[bytes | memoryview]) -> tuple[Path, int]:
+        """Write ``chunks`` durably under a random name; returns (path, size)."""
+        token = secrets.token_hex(16)
+        final = self.root / f"{token}.dcm"
+        tmp = self.root / f".{token}{_PART}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        size = 0
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                    size += n
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        os.close(fd)
+        os.rename(tmp, final)
+        self._fsync_dir()
+        return final, size
+
+    def discard(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()
+
+    def sweep_partials(self) -> int:
+        """Remove ``.part`` leftovers of a crash; call at start-up before accepting data."""
+        n = 0
+        for p in self.root.glob(f".*{_PART}"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+        return n
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
