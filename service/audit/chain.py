@@ -1,0 +1,220 @@
+"""The append-only, hash-chained audit event log: appending and verifying.
+
+Each event's ``hash`` is HMAC-SHA256 (key derived from the site key, see crypto.chain_key) over
+a canonical JSON of (version, time, kind, actor, details, prev_hash). HMAC rather than a bare
+SHA-256: with a bare hash, anyone able to write the table (a DBA, a stolen dump restored
+elsewhere) could edit a row and recompute every later hash, and the edited chain would verify.
+The price is that verification needs the site key; auditors run it through the gateway.
+
+The sequence number is deliberately *not* hashed: a row's place in the chain is fixed by
+``prev_hash`` alone, so verification can tell an edited row (its content no longer matches its
+hash) from a moved one (intact content, linked from the wrong place) from a deleted one (a row
+points at a hash no row has, or a seq is missing).
+
+Appends are serialized on the one-row ``audit_chain_head`` table: the first statement of an
+append is ``UPDATE audit_chain_head SET seq = seq + 1 ... RETURNING``. On PostgreSQL this takes
+the row lock until commit (under READ COMMITTED a waiting UPDATE re-reads the committed row, so
+it continues the chain rather than forking it); on SQLite the UPDATE takes the database write
+lock. The head also anchors the tail: deleting the newest events leaves the head ahead of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.audit.crypto import chain_key
+from service.core.keys import SiteKeys
+from service.db.base import utcnow
+from service.db.models.audit import GENESIS_HASH, AuditChainHead, AuditEvent
+
+HASH_VERSION = 1
+
+
+def canonical_details(details: dict[str, Any]) -> str:
+    """Sorted keys, no whitespace, UTF-8: the exact text stored and hashed."""
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+def _time_text(at: datetime) -> str:
+    if at.tzinfo is None:  # SQLite returns naive datetimes; they were written as UTC
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(key: bytes, *, at: datetime, kind: str, actor: str, details: str,
+               prev_hash: str) -> str:
+    body = json.dumps(
+        [HASH_VERSION, _time_text(at), kind, actor, details, prev_hash],
+        separators=(",", ":"), ensure_ascii=False,
+    )
+    return hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def reserve(session: Session) -> tuple[int, str]:
+    """Lock the chain head for this transaction; returns (next seq, previous hash)."""
+    row = session.execute(
+        update(AuditChainHead)
+        .where(AuditChainHead.id == 1)
+        .values(seq=AuditChainHead.seq + 1)
+        .returning(AuditChainHead.seq, AuditChainHead.hash)
+    ).one_or_none()
+    if row is None:
+        raise RuntimeError("audit_chain_head row is missing; run `deidgate db upgrade`")
+    return int(row[0]), str(row[1])
+
+
+def append(session: Session, keys: SiteKeys, kind: str, *, actor: str,
+           details: dict[str, Any]) -> AuditEvent:
+    """Append one event inside the caller's transaction (visible to others on commit)."""
+    text = canonical_details(details)
+    seq, prev = reserve(session)
+    at = utcnow()
+    digest = event_hash(chain_key(keys), at=at, kind=kind, actor=actor, details=text,
+                        prev_hash=prev)
+    event = AuditEvent(seq=seq, at=at, kind=kind, actor=actor, details=text, prev_hash=prev,
+                       hash=digest)
+    session.add(event)
+    session.execute(update(AuditChainHead).where(AuditChainHead.id == 1).values(hash=digest))
+    session.flush()
+    return event
+
+
+@dataclass(frozen=True)
+class Finding:
+    seq: int
+    problem: str  # edited | deleted | reordered | forked | unanchored | head
+    detail: str
+
+
+@dataclass
+class ChainReport:
+    """What ``verify`` found; ``ok`` only when no finding. Names seqs, never event contents."""
+
+    events: int = 0
+    head_seq: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def first_bad_seq(self) -> int | None:
+        return min((f.seq for f in self.findings), default=None)
+
+    def _seqs(self, problem: str) -> list[int]:
+        return sorted({f.seq for f in self.findings if f.problem == problem})
+
+    @property
+    def edited(self) -> list[int]:
+        return self._seqs("edited")
+
+    @property
+    def deleted(self) -> list[int]:
+        return self._seqs("deleted")
+
+    @property
+    def reordered(self) -> list[int]:
+        return self._seqs("reordered")
+
+    def lines(self) -> list[str]:
+        return [f"seq {f.seq}: {f.problem}: {f.detail}"
+                for f in sorted(self.findings, key=lambda f: (f.seq, f.problem))]
+
+
+@dataclass
+class _Row:
+    seq: int
+    prev: str
+    hash: str
+    content_ok: bool
+
+
+def verify(session: Session, keys: SiteKeys, *, batch: int = 5000) -> ChainReport:
+    """Recompute every hash and check every link; classify each anomaly by row."""
+    key = chain_key(keys)
+    rows: list[_Row] = []
+    stmt = select(AuditEvent.seq, AuditEvent.at, AuditEvent.kind, AuditEvent.actor,
+                  AuditEvent.details, AuditEvent.prev_hash, AuditEvent.hash).order_by(
+                      AuditEvent.seq).execution_options(yield_per=batch)
+    for seq, at, kind, actor, details, prev, digest in session.execute(stmt):
+        expect = event_hash(key, at=at, kind=kind, actor=actor, details=details, prev_hash=prev)
+        rows.append(_Row(seq, prev, digest, hmac.compare_digest(expect, digest)))
+    head = session.get(AuditChainHead, 1)
+    report = ChainReport(events=len(rows), head_seq=head.seq if head else 0)
+    report.findings.extend(_classify(rows, head))
+    return report
+
+
+def _classify(rows: list[_Row], head: AuditChainHead | None) -> list[Finding]:
+    out: list[Finding] = []
+    by_hash: dict[str, int] = {}
+    succ: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if not r.content_ok:
+            out.append(Finding(r.seq, "edited", "content does not match its hash"))
+        if r.hash in by_hash:
+            out.append(Finding(r.seq, "forked", f"duplicate of seq {rows[by_hash[r.hash]].seq}"))
+        else:
+            by_hash[r.hash] = i
+        succ[r.prev].append(i)
+    for siblings in succ.values():
+        for j in siblings[1:]:
+            out.append(Finding(rows[j].seq, "forked",
+                               f"links to the same predecessor as seq {rows[siblings[0]].seq}"))
+    edited = {i for i, r in enumerate(rows) if not r.content_ok}
+
+    prev_seq = 0
+    for i, r in enumerate(rows):
+        if r.seq > prev_seq + 1:
+            missing = f"{prev_seq + 1}" if r.seq == prev_seq + 2 else f"{prev_seq + 1}-{r.seq - 1}"
+            out.append(Finding(prev_seq + 1, "deleted", f"seq {missing} missing"))
+        prev_seq = r.seq
+        expected_prev = rows[i - 1].hash if i else GENESIS_HASH
+        if r.prev == expected_prev:
+            continue
+        pred = GENESIS_HASH if r.prev == GENESIS_HASH else by_hash.get(r.prev)
+        if pred is None:  # links to a hash no row has
+            gap_before = r.seq != (rows[i - 1].seq + 1 if i else 1)
+            explained = i in edited or (i - 1) in edited or gap_before
+            if not explained:
+                out.append(Finding(r.seq, "deleted",
+                                   "its predecessor is missing (later rows renumbered)"))
+            continue
+        nxt = succ.get(r.hash, [])
+        expected_next = i + 1 if i + 1 < len(rows) else None
+        next_ok = (nxt[0] if nxt else None) == expected_next
+        if not next_ok:
+            where = "the chain start" if pred == GENESIS_HASH else f"seq {rows[pred].seq}"
+            out.append(Finding(r.seq, "reordered", f"belongs after {where}"))
+
+    last = rows[-1] if rows else None
+    if head is not None:
+        last_seq = last.seq if last else 0
+        last_hash = last.hash if last else GENESIS_HASH
+        if head.seq > last_seq:
+            span = f"{last_seq + 1}" if head.seq == last_seq + 1 else f"{last_seq + 1}-{head.seq}"
+            out.append(Finding(last_seq + 1, "deleted", f"seq {span} missing at the tail"))
+        elif head.seq < last_seq:
+            for r in rows:
+                if r.seq > head.seq:
+                    out.append(Finding(r.seq, "unanchored", "added behind the chain head"))
+        elif head.hash != last_hash:
+            out.append(Finding(last_seq, "head", "the chain head does not match the last event"))
+    return out
+
+
+def lock(session: Session) -> None:
+    """Take the append lock now (a no-op write to the head row), held until commit."""
+    session.execute(update(AuditChainHead).where(AuditChainHead.id == 1)
+                    .values(seq=AuditChainHead.seq))

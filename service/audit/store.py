@@ -1,0 +1,260 @@
+"""The audit store: the only link from pseudonyms back to patients, and its audit trail.
+
+Everything runs inside the caller's session and transaction (the pipeline commits the mappings
+together with "instance done"), except ``lookup``: a re-identification is committed to the log
+before any original is decrypted, so no caller can see an identity without leaving a record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Insert, select
+from sqlalchemy.orm import Session
+
+from service.audit import chain
+from service.audit.crypto import (
+    NAMESPACES,
+    decrypt_original,
+    encrypt_original,
+    lookup_hash,
+    namespace_of,
+)
+from service.core.errors import DeidgateError, PolicyRefused
+from service.core.keys import SiteKeys
+from service.db.base import utcnow
+from service.db.models.audit import AuditEvent, AuditMapping
+from workers.deid.types import DeidOutcome
+
+_KIND_ORDER = {k: i for i, k in enumerate(("patient", "study", "series", "instance",
+                                            "accession", "uid"))}
+
+
+class PseudonymCollision(PolicyRefused):
+    """Two different originals map to one pseudonym. The instance is refused (fail closed):
+    writing it would merge two patients (or two studies) in the research data."""
+
+    code = "pseudonym-collision"
+
+
+class LookupRefused(DeidgateError):
+    """A re-identification request without a reason or operator is refused."""
+
+    code = "lookup-refused"
+
+
+@dataclass(frozen=True)
+class MappingInfo:
+    """A mapping row as auditors see it: no original, no ciphertext, no lookup hash."""
+
+    kind: str
+    pseudonym: str
+    patient_pseudonym: str | None
+    policy_name: str
+    policy_version: str
+    source: str
+    job_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EventView:
+    seq: int
+    at: datetime
+    kind: str
+    actor: str
+    details: dict[str, Any]
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time was written in UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+class AuditStore:
+    def __init__(self, session: Session, keys: SiteKeys) -> None:
+        self.session = session
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return f"AuditStore(keys={self.keys!r})"
+
+    # -- recording -------------------------------------------------------------------------
+
+    def record_outcome(self, outcome: DeidOutcome, *, source: str, job_id: str | None) -> None:
+        """Record every mapping of ``outcome`` and a "deidentified" event (pseudonyms only).
+
+        Idempotent per (kind, pseudonym): a re-run inserts nothing new. Raises
+        ``PseudonymCollision`` when a stored row (or another mapping of this outcome) gives the
+        same pseudonym to a different original; the caller's transaction must then roll back.
+        """
+        chain.lock(self.session)  # head first, so concurrent recorders cannot deadlock
+        wanted: dict[tuple[str, str], str] = {}
+        for m in outcome.mappings:
+            namespace_of(m.kind)  # rejects unknown kinds
+            key = (m.kind, m.pseudonym)
+            if key in wanted and wanted[key] != m.original:
+                raise PseudonymCollision(f"{m.kind} pseudonym {m.pseudonym} is given to two "
+                                         "different originals within one instance")
+            wanted[key] = m.original
+        hashes = {k: lookup_hash(self.keys, kind=k[0], original=v) for k, v in wanted.items()}
+        now = utcnow()
+        new = 0
+        for kind, pseudonym in sorted(wanted, key=lambda k: (_KIND_ORDER[k[0]], k[1])):
+            values = {
+                "kind": kind,
+                "namespace": namespace_of(kind),
+                "pseudonym": pseudonym,
+                "lookup_hash": hashes[(kind, pseudonym)],
+                "original_ct": encrypt_original(self.keys, kind=kind, pseudonym=pseudonym,
+                                                original=wanted[(kind, pseudonym)]),
+                "patient_pseudonym": outcome.patient_pseudonym or None,
+                "policy_name": outcome.policy_name,
+                "policy_version": outcome.policy_version,
+                "source": source,
+                "job_id": job_id,
+                "created_at": now,
+            }
+            result = self.session.execute(self._insert_ignore(values))
+            new += max(int(getattr(result, "rowcount", 0) or 0), 0)
+        self._check_collisions(hashes)
+        self.log_event("deidentified", actor="deidgate", details={
+            "patient": outcome.patient_pseudonym,
+            "study": outcome.study_instance_uid,
+            "series": outcome.series_instance_uid,
+            "instance": outcome.sop_instance_uid,
+            "sop_class": outcome.sop_class_uid,
+            "policy": outcome.policy_name,
+            "policy_version": outcome.policy_version,
+            "source": source,
+            "job_id": job_id,
+            "mappings": len(wanted),
+            "new_mappings": new,
+            "pixels": outcome.pixel.action if outcome.pixel else None,
+            "pixel_regions": len(outcome.pixel.regions) if outcome.pixel else 0,
+        })
+
+    def _insert_ignore(self, values: dict[str, Any]) -> Insert:
+        dialect = self.session.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(AuditMapping).values(**values).on_conflict_do_nothing(
+                index_elements=["kind", "pseudonym"])
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(AuditMapping).values(**values).on_conflict_do_nothing(
+            index_elements=["kind", "pseudonym"])
+
+    def _check_collisions(self, hashes: dict[tuple[str, str], str]) -> None:
+        """Every stored row sharing a namespace and pseudonym must carry the same original."""
+        by_ns: dict[str, dict[str, str]] = {}
+        for (kind, pseudonym), digest in hashes.items():
+            seen = by_ns.setdefault(namespace_of(kind), {})
+            if seen.setdefault(pseudonym, digest) != digest:
+                raise PseudonymCollision(f"{kind} pseudonym {pseudonym} is given to two "
+                                         "different originals within one instance")
+        for ns, wanted in by_ns.items():
+            rows = self.session.execute(
+                select(AuditMapping.kind, AuditMapping.pseudonym, AuditMapping.lookup_hash)
+                .where(AuditMapping.namespace == ns, AuditMapping.pseudonym.in_(list(wanted)))
+            )
+            for kind, pseudonym, digest in rows:
+                if digest != wanted[pseudonym]:
+                    raise PseudonymCollision(
+                        f"{kind} pseudonym {pseudonym} already maps to a different original")
+
+    def log_event(self, kind: str, *, actor: str, details: dict[str, Any]) -> None:
+        """Append a hash-chained event. ``details`` must hold no PHI: pseudonyms, counts, codes."""
+        chain.append(self.session, self.keys, kind, actor=actor, details=details)
+
+    # -- re-identification -----------------------------------------------------------------
+
+    def lookup(self, pseudonym: str, *, reason: str, actor: str) -> list[tuple[str, str]]:
+        """Re-identify: [(kind, original)] for ``pseudonym``. Commits the "reidentify" event
+        (operator, reason, pseudonym, match count) *before* decrypting anything."""
+        if not reason or not reason.strip():
+            raise LookupRefused("a re-identification needs a reason")
+        if not actor or not actor.strip():
+            raise LookupRefused("a re-identification needs an operator name")
+        rows = self.session.execute(
+            select(AuditMapping.kind, AuditMapping.pseudonym, AuditMapping.original_ct)
+            .where(AuditMapping.pseudonym == pseudonym).order_by(AuditMapping.id)
+        ).all()
+        self.log_event("reidentify", actor=actor.strip(), details={
+            "pseudonym": pseudonym,
+            "reason": reason.strip(),
+            "matches": len(rows),
+            "kinds": sorted({r.kind for r in rows}),
+        })
+        self.session.commit()
+        return [(kind, decrypt_original(self.keys, kind=kind, pseudonym=p, blob=ct))
+                for kind, p, ct in rows]
+
+    def find_pseudonyms(self, kind: str, original: str, *, reason: str, actor: str) -> list[str]:
+        """Original -> pseudonyms (one per project). Logged like ``lookup``: it links a known
+        person to research data. The event names the pseudonyms found, never the original."""
+        if not reason or not reason.strip():
+            raise LookupRefused("a lookup by original needs a reason")
+        digest = lookup_hash(self.keys, kind=kind, original=original)
+        found = list(self.session.scalars(
+            select(AuditMapping.pseudonym).where(
+                AuditMapping.namespace == namespace_of(kind), AuditMapping.kind == kind,
+                AuditMapping.lookup_hash == digest).order_by(AuditMapping.id)))
+        self.log_event("lookup-original", actor=actor, details={
+            "kind": kind, "reason": reason.strip(), "pseudonyms": found})
+        self.session.commit()
+        return found
+
+    def export_mapping(self, kind: str) -> Iterator[tuple[str, str]]:
+        """(id_old, id_new) for every mapping of ``kind``, oldest first (the MIDI-B CSV rows).
+        The caller logs the export (who, which kind, how many) before writing it anywhere."""
+        if kind not in NAMESPACES:
+            raise ValueError(f"unknown mapping kind {kind!r}")
+        stmt = (select(AuditMapping.pseudonym, AuditMapping.original_ct)
+                .where(AuditMapping.kind == kind).order_by(AuditMapping.id)
+                .execution_options(yield_per=2000))
+        for pseudonym, ct in self.session.execute(stmt):
+            yield decrypt_original(self.keys, kind=kind, pseudonym=pseudonym, blob=ct), pseudonym
+
+    def count_mappings(self, kind: str) -> int:
+        from sqlalchemy import func
+
+        return int(self.session.scalar(
+            select(func.count()).select_from(AuditMapping).where(AuditMapping.kind == kind)) or 0)
+
+    # -- auditors' queries (no originals) --------------------------------------------------
+
+    def mappings(self, pseudonym: str | None = None, *,
+                 patient: str | None = None) -> list[MappingInfo]:
+        stmt = select(AuditMapping).order_by(AuditMapping.id)
+        if pseudonym is not None:
+            stmt = stmt.where(AuditMapping.pseudonym == pseudonym)
+        if patient is not None:
+            stmt = stmt.where(AuditMapping.patient_pseudonym == patient)
+        return [MappingInfo(m.kind, m.pseudonym, m.patient_pseudonym, m.policy_name,
+                            m.policy_version, m.source, m.job_id, _aware(m.created_at))
+                for m in self.session.scalars(stmt)]
+
+    def events(self, kind: str | None = None, *, limit: int | None = None) -> list[EventView]:
+        """Newest last; ``limit`` keeps the newest ``limit`` events."""
+        stmt = select(AuditEvent).order_by(AuditEvent.seq.desc())
+        if kind is not None:
+            stmt = stmt.where(AuditEvent.kind == kind)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        rows = list(self.session.scalars(stmt))
+        rows.reverse()
+        return [EventView(e.seq, _aware(e.at), e.kind, e.actor, json.loads(e.details))
+                for e in rows]
+
+    def reidentifications(self) -> list[EventView]:
+        """Who re-identified whom (the pseudonym) and why."""
+        return self.events("reidentify")
+
+    def verify_chain(self) -> chain.ChainReport:
+        return chain.verify(self.session, self.keys)
