@@ -110,3 +110,69 @@ class ChainStatus(BaseModel):
     ok: bool
     events: int
     message: str
+
+
+# --- DICOM administration (mirrors service.dicom.admin's dataclasses) ---------------------------
+
+
+class LocalAEOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    ae_title: str
+    host: str
+    port: int
+    max_pdu: int
+
+
+class LocalAEUpdate(BaseModel):
+    """Only the fields given change (like ``deidgate ae set``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ae_title: str | None = Field(None, max_length=16)
+    host: str | None = Field(None, max_length=255)
+    port: int | None = None
+    max_pdu: int | None = None
+
+
+class NodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ae_title: str = Field(max_length=16)
+    host: str = Field(max_length=255)
+    port: int
+    retrieve: Literal["move", "get"] = "move"
+    max_associations: int = 2
+
+
+class NodeCreate(NodeIn):
+    name: str = Field(max_length=64, description="letters, digits, '_', '.', '-'")
+
+
+class NodeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    retrieve: Literal["move", "get"]
+    max_associations: int
+
+
+class AllowedIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ae_title: str = Field(max_length=16, description="calling AE title")
+    host: str | None = Field(None, max_length=64, description="pin to this IP address")
+
+
+class AllowedOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    ae_title: str
+    host: str | None
+
+
+class Removed(BaseModel):
+    removed: int

@@ -37,6 +37,17 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/v1/dead-letters/{dead_letter_id}/retry"): frozenset({SV, A}),
     # triage: the screening readers (and admins)
     ("GET", "/api/v1/triage/worklist"): frozenset({S, A}),
+    # DICOM edge administration: admins only
+    ("GET", "/api/v1/admin/ae"): frozenset({A}),
+    ("PATCH", "/api/v1/admin/ae"): frozenset({A}),
+    ("GET", "/api/v1/admin/nodes"): frozenset({A}),
+    ("POST", "/api/v1/admin/nodes"): frozenset({A}),
+    ("GET", "/api/v1/admin/nodes/{name}"): frozenset({A}),
+    ("PUT", "/api/v1/admin/nodes/{name}"): frozenset({A}),
+    ("DELETE", "/api/v1/admin/nodes/{name}"): frozenset({A}),
+    ("GET", "/api/v1/admin/allowlist"): frozenset({A}),
+    ("POST", "/api/v1/admin/allowlist"): frozenset({A}),
+    ("DELETE", "/api/v1/admin/allowlist/{calling_ae}"): frozenset({A}),
 }
 
 # Harmless values for path parameters: nothing exists under them, so admitted roles get a

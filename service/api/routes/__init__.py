@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.routes import auth, health, jobs, triage
+from service.api.routes import admin, auth, health, jobs, triage
 
-ROUTERS: list[APIRouter] = [health.router, auth.router, jobs.router, triage.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    auth.router,
+    jobs.router,
+    triage.router,
+    admin.router,
+]

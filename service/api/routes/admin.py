@@ -1,0 +1,138 @@
+"""DICOM edge administration: the gateway's own AE, PACS nodes, the calling-AE allow-list, and
+C-ECHO. Admin only: these decide where identified data may come from and go to.
+
+The operations are ``service.dicom.admin``'s, the same ones ``deidgate ae`` and ``deidgate pacs``
+run; this module only maps them to HTTP. Changes apply without a restart (the database is the
+live configuration).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response
+
+from service.api.deps import SessionDep, SettingsDep, require_role
+from service.api.errors import ApiError
+from service.api.schemas import (
+    AllowedIn,
+    AllowedOut,
+    LocalAEOut,
+    LocalAEUpdate,
+    NodeCreate,
+    NodeIn,
+    NodeOut,
+    Removed,
+)
+from service.core.errors import ConfigurationError
+from service.core.security import Principal, Role
+from service.dicom import admin as ops
+
+router = APIRouter(prefix="/admin", tags=["administration"])
+
+Admin = Annotated[Principal, Depends(require_role(Role.admin))]
+NodeName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+CallingAE = Annotated[str, Path(min_length=1, max_length=16)]
+
+
+def _refusal(exc: ConfigurationError) -> ApiError:
+    if isinstance(exc, ops.UnknownNode):
+        return ApiError(404, exc.code, exc.reason)
+    if isinstance(exc, ops.DuplicateNode):
+        return ApiError(409, exc.code, exc.reason)
+    return ApiError(422, exc.code, exc.reason)
+
+
+@router.get("/ae", response_model=LocalAEOut, summary="The gateway's own AE")
+def get_ae(session: SessionDep, settings: SettingsDep, _: Admin) -> LocalAEOut:
+    """admin."""
+    return LocalAEOut.model_validate(ops.get_local_ae(session, settings))
+
+
+@router.patch("/ae", response_model=LocalAEOut, summary="Change the gateway's own AE")
+def set_ae(
+    body: LocalAEUpdate, session: SessionDep, settings: SettingsDep, _: Admin
+) -> LocalAEOut:
+    """admin. The listener picks up a new AE title or port when it next (re)binds."""
+    try:
+        cfg = ops.set_local_ae(session, settings, **body.model_dump(exclude_none=True))
+    except ConfigurationError as exc:
+        raise _refusal(exc) from None
+    return LocalAEOut.model_validate(cfg)
+
+
+@router.get("/nodes", response_model=list[NodeOut], summary="PACS nodes")
+def nodes(session: SessionDep, _: Admin) -> list[NodeOut]:
+    """admin."""
+    return [NodeOut.model_validate(n) for n in ops.list_nodes(session)]
+
+
+@router.post("/nodes", status_code=201, response_model=NodeOut, summary="Add a PACS node")
+def add_node(body: NodeCreate, session: SessionDep, _: Admin) -> NodeOut:
+    """admin. A name already in use -> 409."""
+    try:
+        node = ops.add_node(session, body.name, **body.model_dump(exclude={"name"}))
+    except ConfigurationError as exc:
+        raise _refusal(exc) from None
+    return NodeOut.model_validate(node)
+
+
+@router.get("/nodes/{name}", response_model=NodeOut, summary="One PACS node")
+def node(name: NodeName, session: SessionDep, _: Admin) -> NodeOut:
+    """admin."""
+    try:
+        return NodeOut.model_validate(ops.get_node(session, name))
+    except ConfigurationError as exc:
+        raise _refusal(exc) from None
+
+
+@router.put("/nodes/{name}", response_model=NodeOut, summary="Replace a PACS node's settings")
+def replace_node(name: NodeName, body: NodeIn, session: SessionDep, _: Admin) -> NodeOut:
+    """admin. Remove and add in one transaction: a refused value leaves the node unchanged."""
+    try:
+        ops.remove_node(session, name)
+        return NodeOut.model_validate(ops.add_node(session, name, **body.model_dump()))
+    except ConfigurationError as exc:
+        session.rollback()
+        raise _refusal(exc) from None
+
+
+@router.delete("/nodes/{name}", status_code=204, summary="Remove a PACS node")
+def remove_node(name: NodeName, session: SessionDep, _: Admin) -> Response:
+    """admin."""
+    try:
+        ops.remove_node(session, name)
+    except ConfigurationError as exc:
+        raise _refusal(exc) from None
+    return Response(status_code=204)
+
+
+@router.get("/allowlist", response_model=list[AllowedOut], summary="Calling AEs allowed in")
+def allowlist(session: SessionDep, _: Admin) -> list[AllowedOut]:
+    """admin."""
+    return [AllowedOut.model_validate(a) for a in ops.list_allowed(session)]
+
+
+@router.post(
+    "/allowlist", status_code=201, response_model=AllowedOut, summary="Allow a calling AE"
+)
+def allow(body: AllowedIn, session: SessionDep, _: Admin) -> AllowedOut:
+    """admin. Idempotent; ``host`` pins the AE title to one peer address."""
+    try:
+        return AllowedOut.model_validate(ops.allow(session, body.ae_title, body.host))
+    except ConfigurationError as exc:
+        raise _refusal(exc) from None
+
+
+@router.delete(
+    "/allowlist/{calling_ae}", response_model=Removed, summary="Disallow a calling AE"
+)
+def disallow(calling_ae: CallingAE, session: SessionDep, _: Admin) -> Removed:
+    """admin. Removes every entry for the title (all pinned hosts); none -> 404."""
+    try:
+        n = ops.disallow(session, calling_ae)
+    except ConfigurationError as exc:
+        raise _refusal(exc) from None
+    if n == 0:
+        raise ApiError(404, "allowlist-unknown", "that calling AE title is not on the allow-list")
+    return Removed(removed=n)

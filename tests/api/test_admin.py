@@ -1,0 +1,86 @@
+"""DICOM edge administration over REST: the same operations as ``deidgate ae`` / ``pacs``."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.core.security import Role
+from tests.api.conftest import bearer
+
+NODE = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242}
+
+
+@pytest.fixture()
+def h(tokens: dict[Role, str]) -> dict[str, str]:
+    return bearer(tokens[Role.admin])
+
+
+def test_local_ae_seeded_from_settings_then_changed(client: TestClient, h: dict[str, str]) -> None:
+    r = client.get("/api/v1/admin/ae", headers=h)
+    assert r.status_code == 200
+    assert r.json()["ae_title"] == "DEIDGATE" and r.json()["port"] == 11112
+    r = client.patch("/api/v1/admin/ae", json={"ae_title": "GATE1", "port": 11113}, headers=h)
+    assert r.status_code == 200, r.text
+    assert client.get("/api/v1/admin/ae", headers=h).json() == {
+        **r.json(), "ae_title": "GATE1", "port": 11113
+    }
+    r = client.patch("/api/v1/admin/ae", json={"port": 70000}, headers=h)
+    assert r.status_code == 422
+    assert r.json()["error"] == {
+        "code": "dicom-invalid-setting", "message": "port must be between 1 and 65535"
+    }
+    assert client.get("/api/v1/admin/ae", headers=h).json()["port"] == 11113
+
+
+def test_nodes_crud(client: TestClient, h: dict[str, str]) -> None:
+    assert client.get("/api/v1/admin/nodes", headers=h).json() == []
+    r = client.post("/api/v1/admin/nodes", json={"name": "pacs1", **NODE}, headers=h)
+    assert r.status_code == 201, r.text
+    assert r.json() == {"name": "pacs1", **NODE, "retrieve": "move", "max_associations": 2}
+
+    dup = client.post("/api/v1/admin/nodes", json={"name": "pacs1", **NODE}, headers=h)
+    assert dup.status_code == 409 and dup.json()["error"]["code"] == "pacs-node-exists"
+
+    r = client.put(
+        "/api/v1/admin/nodes/pacs1", json={**NODE, "port": 4343, "retrieve": "get"}, headers=h
+    )
+    assert r.status_code == 200 and r.json()["port"] == 4343 and r.json()["retrieve"] == "get"
+    bad = client.put("/api/v1/admin/nodes/pacs1", json={**NODE, "ae_title": "A\\B"}, headers=h)
+    assert bad.status_code == 422 and "AE title" in bad.json()["error"]["message"]
+    assert client.get("/api/v1/admin/nodes/pacs1", headers=h).json()["port"] == 4343
+
+    assert [n["name"] for n in client.get("/api/v1/admin/nodes", headers=h).json()] == ["pacs1"]
+    assert client.delete("/api/v1/admin/nodes/pacs1", headers=h).status_code == 204
+    gone = client.get("/api/v1/admin/nodes/pacs1", headers=h)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "pacs-node-unknown"
+    assert client.delete("/api/v1/admin/nodes/pacs1", headers=h).status_code == 404
+    assert client.put("/api/v1/admin/nodes/pacs1", json=NODE, headers=h).status_code == 404
+
+
+def test_node_validation(client: TestClient, h: dict[str, str]) -> None:
+    r = client.post(
+        "/api/v1/admin/nodes", json={"name": "p", **NODE, "retrieve": "teleport"}, headers=h
+    )
+    assert r.status_code == 422 and "retrieve" in r.json()["error"]["message"]
+    r = client.post("/api/v1/admin/nodes", json={"name": "bad name", **NODE}, headers=h)
+    assert r.status_code == 422 and "node name" in r.json()["error"]["message"]
+
+
+def test_allowlist(client: TestClient, h: dict[str, str]) -> None:
+    assert client.post(
+        "/api/v1/admin/allowlist", json={"ae_title": "MODALITY1"}, headers=h
+    ).status_code == 201
+    r = client.post(
+        "/api/v1/admin/allowlist", json={"ae_title": "PACS", "host": "10.0.0.7"}, headers=h
+    )
+    assert r.status_code == 201 and r.json() == {"ae_title": "PACS", "host": "10.0.0.7"}
+    bad = client.post(
+        "/api/v1/admin/allowlist", json={"ae_title": "PACS", "host": "pacs.local"}, headers=h
+    )
+    assert bad.status_code == 422 and "IP address" in bad.json()["error"]["message"]
+    listed = client.get("/api/v1/admin/allowlist", headers=h).json()
+    assert {"ae_title": "MODALITY1", "host": None} in listed and len(listed) == 2
+    assert client.delete("/api/v1/admin/allowlist/PACS", headers=h).json() == {"removed": 1}
+    r = client.delete("/api/v1/admin/allowlist/PACS", headers=h)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "allowlist-unknown"
