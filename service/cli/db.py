@@ -30,9 +30,9 @@ def upgrade(ctx: typer.Context) -> None:
 @db_app.command("current")
 def current(ctx: typer.Context) -> None:
     """Show the applied revisions; exit 1 when the database is behind the code."""
-    from service.db.migrate import current_heads, script_heads
-
     from sqlalchemy.exc import SQLAlchemyError
+
+    from service.db.migrate import current_heads, script_heads
 
     settings = state(ctx).settings
     settings.home.mkdir(parents=True, exist_ok=True)
