@@ -119,8 +119,9 @@ class AuditStore:
                 "job_id": job_id,
                 "created_at": now,
             }
-            result = self.session.execute(self._insert_ignore(values))
-            new += max(int(getattr(result, "rowcount", 0) or 0), 0)
+            # RETURNING, not rowcount: a skipped conflict returns no row on both dialects
+            inserted = self.session.execute(self._insert_ignore(values)).first()
+            new += inserted is not None
         self._check_collisions(hashes)
         self.log_event("deidentified", actor="deidgate", details={
             "patient": outcome.patient_pseudonym,
@@ -144,11 +145,11 @@ class AuditStore:
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
             return pg_insert(AuditMapping).values(**values).on_conflict_do_nothing(
-                index_elements=["kind", "pseudonym"])
+                index_elements=["kind", "pseudonym"]).returning(AuditMapping.id)
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         return sqlite_insert(AuditMapping).values(**values).on_conflict_do_nothing(
-            index_elements=["kind", "pseudonym"])
+            index_elements=["kind", "pseudonym"]).returning(AuditMapping.id)
 
     def _check_collisions(self, hashes: dict[tuple[str, str], str]) -> None:
         """Every stored row sharing a namespace and pseudonym must carry the same original."""
