@@ -8,7 +8,7 @@ token, and only the audit lookup result (auditors only) carries original identif
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -106,10 +106,28 @@ class LookupResult(BaseModel):
     matches: list[LookupHit]
 
 
+class ChainFinding(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int
+    problem: str = Field(description="edited | deleted | reordered | forked | unanchored | head")
+    detail: str
+
+
 class ChainStatus(BaseModel):
-    ok: bool
+    ok: bool = Field(description="true when every hash and link verifies")
     events: int
-    message: str
+    head_seq: int
+    first_bad_seq: int | None
+    findings: list[ChainFinding]
+
+
+class AuditEventOut(_UtcModel):
+    seq: int
+    at: datetime
+    kind: str
+    actor: str
+    details: dict[str, Any] = Field(description="pseudonyms, counts and codes; never PHI")
 
 
 # --- DICOM administration (mirrors service.dicom.admin's dataclasses) ---------------------------

@@ -48,6 +48,13 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/v1/admin/allowlist"): frozenset({A}),
     ("POST", "/api/v1/admin/allowlist"): frozenset({A}),
     ("DELETE", "/api/v1/admin/allowlist/{calling_ae}"): frozenset({A}),
+    # audit: auditors; admins may only see whether the chain verifies
+    ("GET", "/api/v1/audit/mappings/{pseudonym}"): frozenset({AU}),
+    ("GET", "/api/v1/audit/patients/{pseudonym}/mappings"): frozenset({AU}),
+    ("POST", "/api/v1/audit/lookup"): frozenset({AU}),
+    ("GET", "/api/v1/audit/reidentifications"): frozenset({AU}),
+    ("GET", "/api/v1/audit/events"): frozenset({AU}),
+    ("GET", "/api/v1/audit/chain"): frozenset({AU, A}),
 }
 
 # Harmless values for path parameters: nothing exists under them, so admitted roles get a

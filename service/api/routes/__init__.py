@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.routes import admin, auth, health, jobs, triage
+from service.api.routes import admin, audit, auth, health, jobs, triage
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -12,4 +12,5 @@ ROUTERS: list[APIRouter] = [
     jobs.router,
     triage.router,
     admin.router,
+    audit.router,
 ]
