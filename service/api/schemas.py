@@ -194,3 +194,16 @@ class AllowedOut(BaseModel):
 
 class Removed(BaseModel):
     removed: int
+
+
+class EchoOut(BaseModel):
+    """A C-ECHO outcome. A failed echo is a result (200), not an API error."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    ok: bool
+    rtt_ms: float | None = Field(description="association + C-ECHO + release, milliseconds")
+    failure: str | None = Field(
+        description="refused | timed-out | unreachable | rejected | aborted | status"
+    )
+    detail: str

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
 from service.core.security import Role
 from tests.api.conftest import bearer
+from tests.peers.dcmtk import storescp
+from tests.peers.net import free_port
 
 NODE = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242}
 
@@ -84,3 +88,25 @@ def test_allowlist(client: TestClient, h: dict[str, str]) -> None:
     assert client.delete("/api/v1/admin/allowlist/PACS", headers=h).json() == {"removed": 1}
     r = client.delete("/api/v1/admin/allowlist/PACS", headers=h)
     assert r.status_code == 404 and r.json()["error"]["code"] == "allowlist-unknown"
+
+
+def test_echo_a_real_peer_and_an_absent_one(
+    client: TestClient, h: dict[str, str], tmp_path: Path
+) -> None:
+    with storescp(tmp_path / "scp", ae_title="STORESCP") as port:
+        node = {"name": "scp", "ae_title": "STORESCP", "host": "127.0.0.1", "port": port}
+        assert client.post("/api/v1/admin/nodes", json=node, headers=h).status_code == 201
+        r = client.post("/api/v1/admin/nodes/scp/echo", headers=h)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["ok"] is True and body["failure"] is None and body["rtt_ms"] > 0
+
+    dead = {"name": "dead", "ae_title": "NOBODY", "host": "127.0.0.1", "port": free_port()}
+    assert client.post("/api/v1/admin/nodes", json=dead, headers=h).status_code == 201
+    r = client.post("/api/v1/admin/nodes/dead/echo?timeout=3", headers=h)
+    assert r.status_code == 200
+    assert r.json()["ok"] is False and r.json()["failure"] == "refused"
+    assert "refused the connection" in r.json()["detail"]
+
+    r = client.post("/api/v1/admin/nodes/nosuch/echo", headers=h)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "pacs-node-unknown"

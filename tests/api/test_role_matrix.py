@@ -45,6 +45,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/v1/admin/nodes/{name}"): frozenset({A}),
     ("PUT", "/api/v1/admin/nodes/{name}"): frozenset({A}),
     ("DELETE", "/api/v1/admin/nodes/{name}"): frozenset({A}),
+    ("POST", "/api/v1/admin/nodes/{name}/echo"): frozenset({A}),
     ("GET", "/api/v1/admin/allowlist"): frozenset({A}),
     ("POST", "/api/v1/admin/allowlist"): frozenset({A}),
     ("DELETE", "/api/v1/admin/allowlist/{calling_ae}"): frozenset({A}),

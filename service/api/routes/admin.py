@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from service.api.deps import SessionDep, SettingsDep, require_role
 from service.api.errors import ApiError
 from service.api.schemas import (
     AllowedIn,
     AllowedOut,
+    EchoOut,
     LocalAEOut,
     LocalAEUpdate,
     NodeCreate,
@@ -27,6 +28,7 @@ from service.api.schemas import (
 from service.core.errors import ConfigurationError
 from service.core.security import Principal, Role
 from service.dicom import admin as ops
+from service.dicom.scu import echo as c_echo
 
 router = APIRouter(prefix="/admin", tags=["administration"])
 
@@ -105,6 +107,27 @@ def remove_node(name: NodeName, session: SessionDep, _: Admin) -> Response:
     except ConfigurationError as exc:
         raise _refusal(exc) from None
     return Response(status_code=204)
+
+
+@router.post("/nodes/{name}/echo", response_model=EchoOut, summary="C-ECHO a PACS node")
+def echo(
+    name: NodeName,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: Admin,
+    timeout: Annotated[float, Query(gt=0, le=60, description="seconds")] = 10.0,
+) -> EchoOut:
+    """admin. Association, C-ECHO and release from the gateway's own AE title; answers with
+    the round-trip time or the exact failure (refused, timed out, rejected with reason)."""
+    try:
+        node = ops.get_node(session, name)
+        local = ops.get_local_ae(session, settings)
+    except ConfigurationError as exc:
+        raise _refusal(exc) from None
+    # Release the transaction (SQLite's write lock if the local AE was just seeded) before
+    # waiting on the network.
+    session.commit()
+    return EchoOut.model_validate(c_echo(node, local.ae_title, timeout=timeout))
 
 
 @router.get("/allowlist", response_model=list[AllowedOut], summary="Calling AEs allowed in")
