@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from workers.deid.types import DeidOutcome, Mapping, PixelDecision
 
@@ -70,8 +70,8 @@ def tamper(url: str, *statements: str) -> None:
     try:
         with engine.begin() as conn:
             for stmt in _DROP[engine.dialect.name]:
-                conn.execute(text(stmt))
+                conn.exec_driver_sql(stmt)
             for stmt in statements:
-                conn.execute(text(stmt))
+                conn.exec_driver_sql(stmt)
     finally:
         engine.dispose()
