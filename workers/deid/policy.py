@@ -349,14 +349,21 @@ class Policy:
 
     @property
     def pixels_enabled(self) -> bool:
-        return Option.CLEAN_PIXEL_DATA in self.options and bool(self.pixels.get("enabled", True))
+        return (
+            Option.CLEAN_PIXEL_DATA in self.options
+            and bool(self.pixels.get("enabled", True))
+            and self.pixels.get("mode", "clean") != "off"
+        )
 
     def pixel_options(self) -> Any:
         """The ``pixels`` section as pixels.PixelOptions (unknown keys are refused there)."""
         from workers.deid.pixels import PixelOptions
 
         kw = {k: v for k, v in self.pixels.items() if k != "enabled"}
-        return PixelOptions(**kw)
+        try:
+            return PixelOptions.from_mapping(kw)
+        except (TypeError, ValueError) as exc:
+            raise PolicyError(f"policy {self.name}: pixels section: {exc}") from None
 
     @cached_property
     def matcher(self) -> Any:
@@ -560,6 +567,11 @@ def load_policy(name_or_path: str | Path) -> Policy:
     path = resolve_policy_path(name_or_path)
     policy = merge(_layers(path))
     policy.matcher  # noqa: B018 - compile now so a bad rule fails at load, not mid-batch
+    if policy.pixels_enabled:
+        try:
+            policy.pixel_options()
+        except ImportError:
+            pass  # the engine refuses instances (fail closed) if the pixel stage is missing
     return policy
 
 

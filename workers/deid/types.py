@@ -71,3 +71,6 @@ class DeidOutcome:
     policy_name: str = ""
     policy_version: str = ""
     action_counts: dict[str, int] = field(default_factory=dict)
+    # Engine-private reading state (source path, pixel element offsets) that Deidentifier.write
+    # needs to copy unchanged pixel bytes straight from the source file. Never printed.
+    source: object | None = field(default=None, repr=False, compare=False)

@@ -1,0 +1,345 @@
+"""The de-identification engine: one instance in, a de-identified instance (or a refusal) out.
+
+Fast path: the header is parsed without the pixel data (source.py), the policy is applied to the
+header at every depth (actions.py), the pixel stage looks at a zero-copy view of the pixel value,
+and ``write`` emits preamble + new file meta + header + the original pixel element bytes copied
+kernel-side from the source file when the pixels are unchanged. So the cost over a plain copy is
+the header work only, whatever the image size.
+
+``write`` needs the source file until it returns (the pipeline deletes the identified copy after
+the write and the audit commit, which is that order anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
+
+from service.core.errors import PixelRefused, PolicyRefused, Rejected, UnsupportedSopClass
+from service.core.keys import SiteKeys
+from workers.deid.actions import Context, ExplainRow, person_name_tokens, walk
+from workers.deid.policy import CID7050, Option, Policy
+from workers.deid.pseudonym import Pseudonymizer
+from workers.deid.source import Source, map_pixels, read_source
+from workers.deid.text import TextCleaner, phi_tokens
+from workers.deid.types import DeidOutcome, Mapping, PixelDecision
+
+STORAGE_ROOT = "1.2.840.10008.5.1.4."
+_COMPRESSED_OK = True
+
+
+@dataclass
+class _Prepared:
+    src: Source
+    ctx: Context
+    original: dict[str, str]
+
+
+class Deidentifier:
+    """Apply one policy with one set of site keys; safe to reuse for many instances."""
+
+    def __init__(self, policy: Policy, keys: SiteKeys, *, project: str = "default") -> None:
+        self.policy = policy
+        self.keys = keys
+        self.project = project
+        ident = policy.identity
+        self.pseudo = Pseudonymizer(keys, project, prefix=ident.patient_id_prefix,
+                                    chars=ident.patient_id_chars,
+                                    name_prefix=ident.patient_name_prefix)
+        self.cleaner = TextCleaner(policy.text.vocabulary)
+        self.rules = policy.matcher
+
+    def __repr__(self) -> str:
+        return f"Deidentifier(policy={self.policy.name!r}, project={self.project!r})"
+
+    # ------------------------------------------------------------------ public API
+
+    def deidentify(self, src: Path) -> DeidOutcome:
+        prep = self._prepare(Path(src), explain=False)
+        ds, ctx = prep.src.dataset, prep.ctx
+        try:
+            walk(ds, ctx)
+        except Rejected:
+            raise
+        except Exception as exc:  # fail closed: never half-cleaned output
+            raise PolicyRefused(f"policy could not be applied ({type(exc).__name__})",
+                                code="engine-error") from None
+        self._mark(ds)
+        pixel = self._pixels(prep.src, ds)
+        ds.file_meta = self._file_meta(ds, prep.src, pixel)
+        patient = ctx.patient_pseudonym
+        mappings = [Mapping("patient", prep.original["patient"], patient)]
+        for kind, kw in (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"),
+                         ("instance", "SOPInstanceUID")):
+            if prep.original.get(kind):
+                mappings.append(Mapping(kind, prep.original[kind], str(ds.get(kw, ""))))  # type: ignore[arg-type]
+        acc_new = str(ds.get("AccessionNumber", "") or "")
+        if prep.original.get("accession") and acc_new:
+            mappings.append(Mapping("accession", prep.original["accession"], acc_new))
+        outcome = DeidOutcome(
+            dataset=ds,
+            sop_class_uid=str(ds.get("SOPClassUID", "")),
+            sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+            study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+            series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+            patient_pseudonym=patient,
+            mappings=mappings,
+            pixel=pixel,
+            policy_name=self.policy.name,
+            policy_version=self.policy.version,
+            action_counts=dict(ctx.counts),
+            source=prep.src,
+        )
+        for field_ in ("sop_instance_uid", "study_instance_uid", "series_instance_uid"):
+            if not getattr(outcome, field_):
+                raise PolicyRefused(f"instance has no {field_} after de-identification",
+                                    code="missing-uid")
+        return outcome
+
+    def explain(self, src: Path) -> list[ExplainRow]:
+        """Per element path: the rule that matched and the action it would take. Writes nothing."""
+        prep = self._prepare(Path(src), explain=True)
+        rows: list[ExplainRow] = []
+        for elem in prep.src.dataset.file_meta:
+            rows.append(ExplainRow(elem.keyword or str(elem.tag), _tt(int(elem.tag)),
+                                   elem.keyword, str(elem.VR), "file meta", "rewrite",
+                                   "replaced" if elem.keyword in _META_KEPT else "remove",
+                                   "new file meta information"))
+        prep.ctx.rows = rows
+        walk(prep.src.dataset, prep.ctx)
+        if prep.src.pixel is not None:
+            stage = "pixel stage" if self.policy.pixels_enabled else "copied unchanged"
+            rows.append(ExplainRow("PixelData", _tt(prep.src.pixel.tag), "PixelData",
+                                   prep.src.pixel.vr, "pixels", stage, stage,
+                                   Option.CLEAN_PIXEL_DATA.value if self.policy.pixels_enabled
+                                   else "clean-pixel-data off"))
+        return rows
+
+    def write(self, outcome: DeidOutcome, dest: Path) -> None:
+        """Durable write: temp file in the destination folder, fsync, atomic rename, fsync dir."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src = outcome.source if isinstance(outcome.source, Source) else None
+        tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
+        try:
+            with tmp.open("wb") as out:
+                for chunk in self._encode(outcome, src):
+                    if isinstance(chunk, _Copy):
+                        _copy_range(chunk, out)
+                    else:
+                        out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ stages
+
+    def _prepare(self, path: Path, *, explain: bool) -> _Prepared:
+        src = read_source(path)
+        ds = src.dataset
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        self._check_sop_class(sop_class)
+        tokens = person_name_tokens(ds)
+        pid = str(ds.get("PatientID", "") or "").strip()
+        if not pid:
+            # No PatientID: key the pseudonym on name + birth date, else on the study, so the
+            # instance still gets a stable, keyed identity (never an empty shared one).
+            name = str(ds.get("PatientName", "") or "").strip()
+            birth = str(ds.get("PatientBirthDate", "") or "").strip()
+            pid = f"name:{name}|{birth}" if name else f"study:{ds.get('StudyInstanceUID', '')}"
+        pseudonym = self.pseudo.patient_id(pid)
+        dates = self.policy.dates
+        ctx = Context(
+            policy=self.policy, rules=self.rules, pseudo=self.pseudo, cleaner=self.cleaner,
+            sop_class=sop_class, patient_pseudonym=pseudonym,
+            day_offset=self.pseudo.day_offset(pid, dates.shift_min_days, dates.shift_max_days),
+            phi=phi_tokens(tokens),
+        )
+        original = {
+            "patient": pid,
+            "study": str(ds.get("StudyInstanceUID", "") or ""),
+            "series": str(ds.get("SeriesInstanceUID", "") or ""),
+            "instance": str(ds.get("SOPInstanceUID", "") or ""),
+            "accession": str(ds.get("AccessionNumber", "") or ""),
+        }
+        _ = explain
+        return _Prepared(src, ctx, original)
+
+    def _check_sop_class(self, sop_class: str) -> None:
+        sc = self.policy.sop_classes
+        for r in sc.refuse:
+            if r.uid == sop_class:
+                raise UnsupportedSopClass(f"SOP class {sop_class} refused: {r.reason}")
+        if not sop_class:
+            raise UnsupportedSopClass("instance has no SOPClassUID")
+        if sc.accept == "any":
+            return
+        if sc.accept == "any-storage":
+            if not sop_class.startswith(STORAGE_ROOT):
+                raise UnsupportedSopClass(f"SOP class {sop_class} is not a standard storage class")
+            return
+        if sop_class not in sc.accept:
+            name = UID(sop_class).name
+            raise UnsupportedSopClass(f"SOP class {sop_class} ({name}): {sc.reason}")
+
+    def _mark(self, ds: Dataset) -> None:
+        """PatientIdentityRemoved, DeidentificationMethod(+codes), LongitudinalTemporal..."""
+        m = self.policy.marking
+        if not m.enabled:
+            return
+        opts = self.policy.options
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = (m.method or f"deidgate {self.policy.name} {self.policy.version}")[:64]
+        codes = [CID7050["basic"]] + [
+            CID7050[o.value] for o in Option
+            if o in opts and (o is not Option.CLEAN_PIXEL_DATA or self.policy.pixels_enabled)
+        ]
+        seq = []
+        for value, meaning in codes:
+            item = Dataset()
+            item.CodeValue = value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            seq.append(item)
+        ds.DeidentificationMethodCodeSequence = Sequence(seq)
+        if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in opts:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        elif Option.RETAIN_LONGITUDINAL_FULL_DATES in opts:
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+    def _pixels(self, src: Source, header: Dataset) -> PixelDecision:
+        if src.pixel is None:
+            return PixelDecision(action="no-pixels")
+        if not self.policy.pixels_enabled:
+            return PixelDecision(action="unchanged", detail="clean-pixel-data not selected")
+        try:
+            from workers.deid import pixels
+        except ImportError:
+            raise PixelRefused("pixel stage unavailable", code="pixel-stage-missing") from None
+        mm, view = map_pixels(src)
+        try:
+            return pixels.clean_pixels(header, view if view is not None else b"",
+                                       transfer_syntax=str(src.transfer_syntax),
+                                       options=self.policy.pixel_options())
+        except Rejected:
+            raise
+        except Exception as exc:
+            raise PixelRefused(f"pixel stage failed ({type(exc).__name__})") from None
+        finally:
+            if view is not None:
+                view.release()
+            if mm is not None:
+                mm.close()
+
+    def _file_meta(self, ds: Dataset, src: Source, pixel: PixelDecision) -> FileMetaDataset:
+        meta = FileMetaDataset()
+        meta.FileMetaInformationVersion = b"\x00\x01"
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = UID(pixel.new_transfer_syntax or str(src.transfer_syntax))
+        meta.ImplementationClassUID = UID(self.policy.file_meta.implementation_class_uid)
+        meta.ImplementationVersionName = self.policy.file_meta.implementation_version_name
+        return meta
+
+    def _encode(self, outcome: DeidOutcome, src: Source | None) -> Iterator[bytes | _Copy]:
+        ds = outcome.dataset
+        meta = ds.file_meta
+        ts = UID(meta.TransferSyntaxUID)
+        head = DicomBytesIO()
+        head.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(head, meta, enforce_standard=True)
+        pixel = outcome.pixel
+        span = src.pixel if src is not None else None
+        pixel_tag = span.tag if span is not None else 0x7FE00010
+        before, after = Dataset(), Dataset()
+        for elem in ds.elements():
+            (before if int(elem.tag) < pixel_tag else after)[elem.tag] = elem  # type: ignore[index]
+        before.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian,
+                                     ds.get("SpecificCharacterSet"))
+        yield head.getvalue() + _encode_ds(before, ts)
+        if pixel is not None and pixel.action == "blanked":
+            if pixel.new_pixel_data is None:
+                raise PixelRefused("pixel stage blanked but returned no pixel data")
+            px = Dataset()
+            bits = int(ds.get("BitsAllocated", 16))
+            vr = "OB" if ts.is_compressed or bits <= 8 else "OW"
+            el = DataElement(pixel_tag, vr, pixel.new_pixel_data,
+                             is_undefined_length=ts.is_compressed)
+            px[pixel_tag] = el  # type: ignore[index]
+            yield _encode_ds(px, ts)
+        elif span is not None:
+            if src is None:
+                raise PolicyRefused("source file needed to copy pixel data", code="no-source")
+            yield _Copy(src.path, span.start, span.end - span.start)
+        if len(after):
+            yield _encode_ds(after, ts)
+
+
+@dataclass(frozen=True)
+class _Copy:
+    path: Path
+    offset: int
+    length: int
+
+
+_META_KEPT = {"FileMetaInformationVersion", "MediaStorageSOPClassUID",
+              "MediaStorageSOPInstanceUID", "TransferSyntaxUID", "ImplementationClassUID",
+              "ImplementationVersionName"}
+
+
+def _tt(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _encode_ds(ds: Dataset, ts: UID) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_implicit_VR = ts.is_implicit_VR
+    fp.is_little_endian = ts.is_little_endian
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _copy_range(c: _Copy, out: Any) -> None:
+    """Kernel-side copy of the original pixel element (copy_file_range, else sendfile/copy)."""
+    with c.path.open("rb") as f:
+        out.flush()
+        remaining, off = c.length, c.offset
+        dst = out.fileno()
+        try:
+            while remaining:
+                n = os.copy_file_range(f.fileno(), dst, remaining, off)
+                if n == 0:
+                    raise PolicyRefused("source shrank while copying pixel data", code="io")
+                remaining -= n
+                off += n
+        except OSError:
+            f.seek(off)
+            while remaining:
+                buf = f.read(min(remaining, 1 << 20))
+                if not buf:
+                    raise PolicyRefused("source shrank while copying pixel data", code="io") from None
+                out.write(buf)
+                remaining -= len(buf)
+        out.flush()

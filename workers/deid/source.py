@@ -1,0 +1,157 @@
+"""Reading an instance without loading its pixel data, and remembering where the pixels are.
+
+The header is parsed by pydicom up to the top-level pixel element; that element's position and
+length are recorded so the writer can copy its bytes straight from the source file (no decode,
+no copy through Python objects) when the pixel stage leaves them unchanged. Elements after the
+pixel data (private groups 7FE1+, digital signatures, trailing padding) are parsed too: PHI hides
+there as well.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID
+
+from service.core.errors import NotDicom, PolicyRefused, Truncated
+
+PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+             b"UV"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PixelSpan:
+    """Where the top-level pixel element sits in the source file (byte offsets)."""
+
+    tag: int
+    vr: str
+    start: int  # first byte of the element header
+    value_start: int
+    value_end: int  # end of the value (before a sequence delimiter, if any)
+    end: int  # first byte after the element (after the delimiter, if any)
+    undefined_length: bool
+
+
+@dataclass
+class Source:
+    path: Path
+    dataset: Dataset  # header without pixel data, file meta attached as .file_meta
+    transfer_syntax: UID
+    implicit_vr: bool
+    little_endian: bool
+    pixel: PixelSpan | None
+    size: int
+
+
+def _element_header(f: BinaryIO, implicit: bool, little: bool) -> tuple[int, str, int, int]:
+    """(tag, vr, length, header_length) of the element at the current position."""
+    endian = "<" if little else ">"
+    raw = f.read(8)
+    if len(raw) < 8:
+        raise Truncated("file ends inside the pixel data element header")
+    group, elem = struct.unpack(endian + "HH", raw[:4])
+    tag = (group << 16) | elem
+    if implicit:
+        (length,) = struct.unpack(endian + "L", raw[4:8])
+        return tag, "OW", length, 8
+    vr = raw[4:6]
+    if vr in _LONG_VRS:
+        more = f.read(4)
+        if len(more) < 4:
+            raise Truncated("file ends inside the pixel data element header")
+        (length,) = struct.unpack(endian + "L", more)
+        return tag, vr.decode("ascii"), length, 12
+    (length,) = struct.unpack(endian + "H", raw[6:8])
+    return tag, vr.decode("ascii", "replace"), length, 8
+
+
+def _skip_items(f: BinaryIO, little: bool, size: int) -> tuple[int, int]:
+    """Walk encapsulated fragments; return (value_end, end) around the sequence delimiter."""
+    endian = "<" if little else ">"
+    while True:
+        pos = f.tell()
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise Truncated("encapsulated pixel data has no sequence delimiter")
+        group, elem, length = struct.unpack(endian + "HHL", raw)
+        tag = (group << 16) | elem
+        if tag == 0xFFFEE0DD:
+            return pos, pos + 8
+        if tag != 0xFFFEE000 or length == _UNDEFINED:
+            raise PolicyRefused("encapsulated pixel data has a malformed item", code="malformed")
+        if pos + 8 + length > size:
+            raise Truncated("pixel data fragment runs past the end of the file")
+        f.seek(length, 1)
+
+
+def read_source(path: Path) -> Source:
+    """Parse the header; raise NotDicom / Truncated / PolicyRefused for what cannot be read."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except InvalidDicomError:
+                raise NotDicom("no DICOM Part 10 header (preamble + DICM)") from None
+            except (EOFError, struct.error):
+                raise Truncated("file ends inside the header") from None
+            meta = getattr(ds, "file_meta", None)
+            ts = meta.get("TransferSyntaxUID") if meta is not None else None
+            if not ts:
+                raise NotDicom("file meta has no TransferSyntaxUID")
+            ts = UID(str(ts))
+            if ts.is_deflated:
+                raise PolicyRefused("deflated transfer syntax is not supported", code="deflated")
+            implicit, little = ts.is_implicit_VR, ts.is_little_endian
+            pos = f.tell()
+            pixel: PixelSpan | None = None
+            if pos < size:
+                peek = f.read(4)
+                f.seek(pos)
+                if len(peek) == 4:
+                    group, elem = struct.unpack(("<" if little else ">") + "HH", peek)
+                    if (group << 16) | elem in PIXEL_TAGS:
+                        pixel = _pixel_span(f, pos, implicit, little, size)
+                        f.seek(pixel.end)
+                        if pixel.end < size:
+                            trailing = read_dataset(f, implicit, little, bytelength=None)
+                            for elem_ in trailing.elements():
+                                ds[elem_.tag] = elem_  # type: ignore[index]
+            return Source(path, ds, ts, implicit, little, pixel, size)
+    except (NotDicom, Truncated, PolicyRefused):
+        raise
+    except (EOFError, struct.error):
+        raise Truncated("file ends inside the data set") from None
+    except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        raise NotDicom(f"unreadable DICOM data set ({type(exc).__name__})") from None
+
+
+def _pixel_span(f: BinaryIO, pos: int, implicit: bool, little: bool, size: int) -> PixelSpan:
+    tag, vr, length, hlen = _element_header(f, implicit, little)
+    value_start = pos + hlen
+    if length == _UNDEFINED:
+        value_end, end = _skip_items(f, little, size)
+        return PixelSpan(tag, vr, pos, value_start, value_end, end, True)
+    end = value_start + length
+    if end > size:
+        raise Truncated("pixel data runs past the end of the file")
+    return PixelSpan(tag, vr, pos, value_start, end, end, False)
+
+
+def map_pixels(src: Source) -> tuple[mmap.mmap | None, memoryview | None]:
+    """A zero-copy view of the pixel value (the caller closes the map)."""
+    if src.pixel is None or src.pixel.value_end <= src.pixel.value_start:
+        return None, None
+    with src.path.open("rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return mm, memoryview(mm)[src.pixel.value_start : src.pixel.value_end]
