@@ -16,7 +16,6 @@ a lost message is re-enqueued by the sweep (see service.jobs.orchestrate.sweep).
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 from typing import Any
 
 from celery import Celery
@@ -45,6 +44,7 @@ def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:
         "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"),
         "store_processed": False,
+        "polling_interval": 0.1,
     }
 
 
@@ -78,17 +78,17 @@ def create_celery(settings: Settings) -> DeidgateCelery:
 
 
 _lock = threading.Lock()
-
-
-@lru_cache(maxsize=4)
-def _cached(settings_key: int, settings: Settings) -> DeidgateCelery:
-    return create_celery(settings)
+_apps: dict[int, tuple[Settings, DeidgateCelery]] = {}
 
 
 def celery_for(settings: Settings) -> DeidgateCelery:
     """One app per settings object per process (publishers: API, listener, CLI)."""
     with _lock:
-        return _cached(id(settings), settings)
+        hit = _apps.get(id(settings))
+        if hit is None or hit[0] is not settings:
+            hit = (settings, create_celery(settings))
+            _apps[id(settings)] = hit
+        return hit[1]
 
 
 def __getattr__(name: str) -> Any:

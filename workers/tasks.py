@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.core.config import Settings
-from service.core.errors import DeidgateError, Rejected
+from service.core.errors import ConfigurationError, DeidgateError, Rejected
 from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.models.jobs import Job, JobInstance, JobStudy
@@ -63,6 +63,7 @@ class DeidgateTask(Task):
     acks_late = True
     reject_on_worker_lost = True
     ignore_result = True
+    max_retries = None  # counted in __call__ against settings.task_max_retries
 
     @property
     def settings(self) -> Settings:
@@ -136,7 +137,11 @@ def resolve_job(self: DeidgateTask, job_id: str) -> dict[str, Any]:
         if job is None:
             return {"status": "skipped"}
         request = unseal(self.keys, job.request_sealed, aad=f"job:{job.id}")
-        found = edge.find(s, self.settings, job.pacs, request)
+        try:
+            found = edge.find(s, self.settings, job.pacs, request)
+        except (ConfigurationError, edge.PermanentPacsFailure) as exc:
+            orc.fail_job(s, job_id, safe_reason(exc))  # retrying cannot fix these
+            return {"status": "failed"}
         study_ids = orc.add_studies(s, self.keys, job_id, found)
     log.info("job %s: %d studies found", job_id, len(found))
     for sid in study_ids:

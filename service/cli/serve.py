@@ -1,0 +1,197 @@
+"""``deidgate serve`` and ``deidgate worker``: the embedded single-machine mode.
+
+``serve`` runs, from one command and with no configuration: the REST API (uvicorn, in a thread),
+the DICOM listener (threads), and a Celery worker (a child process consuming the default, score
+and this host's deid queues; SQLite + the filesystem broker by default). Ctrl-C or SIGTERM stops
+them in the safe order: no new associations, then the API, then the worker finishes (warm
+shutdown) what it holds; anything cut short is redone by the sweep on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import typer
+
+from service.cli.common import state
+from service.core.config import Settings
+
+log = logging.getLogger("deidgate.serve")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The child processes get exactly this process's settings (not whatever env they find)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEIDGATE_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        env[f"DEIDGATE_{name.upper()}"] = str(value)
+    env["DEIDGATE_HOME"] = str(settings.home)
+    return env
+
+
+def worker_command(settings: Settings, *, queues: list[str] | None = None,
+                   concurrency: int | None = None, name: str | None = None) -> list[str]:
+    from service.jobs.orchestrate import deid_queue, node_name
+
+    qs = queues or ["default", "score", deid_queue(settings)]
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker",
+            "-Q", ",".join(qs), "-c", str(concurrency or max(1, os.cpu_count() or 1)),
+            "-n", name or f"deidgate-{node_name(settings)}@%h", "-l", "INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+@dataclass
+class Embedded:
+    """The running parts; ``stop()`` is idempotent."""
+
+    settings: Settings
+    api_url: str | None = None
+    listener: Any = None
+    worker: subprocess.Popen[bytes] | None = None
+    api_server: Any = None
+    api_thread: threading.Thread | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
+        if self.api_server is not None:
+            self.api_server.should_exit = True
+            if self.api_thread is not None:
+                self.api_thread.join(timeout=15)
+            self.api_server = None
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)  # warm shutdown: finish current tasks
+            try:
+                self.worker.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait(timeout=10)
+        self.worker = None
+
+
+def start_embedded(
+    settings: Settings, db_url: str, *, api: bool = True, listener: bool = True,
+    worker: bool = True, concurrency: int | None = None, log_file: Any = None,
+) -> Embedded:
+    from service.core.keys import SiteKeys
+
+    settings.ensure_dirs()
+    keys = SiteKeys.load(settings.site_key_path)
+    emb = Embedded(settings)
+    try:
+        if worker:
+            emb.worker = subprocess.Popen(
+                worker_command(settings, concurrency=concurrency), env=settings_env(settings),
+                stdout=log_file, stderr=subprocess.STDOUT if log_file else None)
+        if listener:
+            from service.dicom.listener import Listener
+            from workers.intake import make_on_stored
+
+            emb.listener = Listener.from_settings(settings, db_url=db_url, keys=keys,
+                                                  on_stored=make_on_stored(settings)).start()
+        if api:
+            import uvicorn
+
+            from service.api.app import create_app
+
+            config = uvicorn.Config(create_app(settings), host=settings.api_host,
+                                    port=settings.api_port, log_level="warning",
+                                    lifespan="on")
+            server = uvicorn.Server(config)
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            t = threading.Thread(target=server.run, name="deidgate-api", daemon=True)
+            t.start()
+            deadline = time.monotonic() + 30
+            while not server.started and t.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not server.started:
+                raise RuntimeError(f"the API did not start on {settings.api_host}:"
+                                   f"{settings.api_port} (port in use?)")
+            emb.api_server, emb.api_thread = server, t
+            emb.api_url = f"http://{settings.api_host}:{settings.api_port}"
+    except BaseException:
+        emb.stop(timeout=10)
+        raise
+    return emb
+
+
+@contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """Ctrl-C and SIGTERM set an event instead of killing the process mid-write."""
+    stop = threading.Event()
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def serve(
+    ctx: typer.Context,
+    no_api: Annotated[bool, typer.Option("--no-api")] = False,
+    no_listener: Annotated[bool, typer.Option("--no-listener")] = False,
+    no_worker: Annotated[bool, typer.Option("--no-worker")] = False,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c")] = None,
+) -> None:
+    """Run the API, the DICOM listener and the workers on this machine until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    st = state(ctx)
+    db_url = st.db_url()
+    with stop_signals() as stop:
+        emb = start_embedded(st.settings, db_url, api=not no_api, listener=not no_listener,
+                             worker=not no_worker, concurrency=concurrency)
+        try:
+            if emb.api_url:
+                typer.echo(f"API      {emb.api_url}/api/v1  (docs {emb.api_url}/docs)")
+            if emb.listener is not None:
+                c = emb.listener.config
+                typer.echo(f"DICOM    AE {c.ae_title} on {c.host}:{emb.listener.port}")
+            typer.echo(f"data     {st.settings.home}   (Ctrl-C stops)")
+            while not stop.wait(0.5):
+                if emb.worker is not None and emb.worker.poll() is not None:
+                    typer.echo("the worker process exited; stopping", err=True)
+                    break
+        finally:
+            typer.echo("stopping ...", err=True)
+            emb.stop()
+    typer.echo("stopped", err=True)
+
+
+def worker(
+    ctx: typer.Context,
+    queues: Annotated[str | None, typer.Option("--queues", "-Q",
+                      help="comma-separated; 'deid' means this host's deid.<node> queue")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c")] = None,
+) -> None:
+    """Run a Celery worker (deployment: one per role and host)."""
+    from service.jobs.orchestrate import deid_queue
+
+    st = state(ctx)
+    st.db_url()
+    qs = None
+    if queues:
+        qs = [deid_queue(st.settings) if q.strip() == "deid" else q.strip()
+              for q in queues.split(",") if q.strip()]
+    cmd = worker_command(st.settings, queues=qs, concurrency=concurrency)
+    os.execve(cmd[0], cmd, settings_env(st.settings))  # noqa: S606 - replace this process
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("worker")(worker)
