@@ -1,18 +1,36 @@
 """``deidgate token create|list|revoke``: the only way API tokens come to exist.
 
 There is no default token and no way to read one back: ``create`` prints the token once.
+Issuing and revoking are appended to the audit chain (name, role, prefix; never the token), so
+auditors can tell who held API access when.
 """
 
 from __future__ import annotations
 
+import getpass
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session
 
+from service.audit.store import AuditStore
 from service.cli.common import guard, state
 from service.core.errors import DeidgateError
+from service.core.keys import SiteKeys
 from service.core.security import Role, as_utc, create_token, list_tokens, revoke_token
 from service.db.session import session_scope
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no passwd entry (containers)
+        return "cli"
+
+
+def _record(session: Session, keys: SiteKeys, kind: str, **details: object) -> None:
+    AuditStore(session, keys).log_event(kind, actor=_actor(), details=details)
+
 
 token_app = typer.Typer(help="API tokens for the REST API (stored hashed, shown once).")
 
@@ -27,10 +45,13 @@ def create(
     ] = None,
 ) -> None:
     """Issue a token and print it once; store it now, it cannot be shown again."""
-    url = state(ctx).db_url()
+    st = state(ctx)
+    url, keys = st.db_url(), st.keys()
     try:
         with session_scope(url) as s:
             issued = create_token(s, role=role, name=name)
+            _record(s, keys, "token.created", id=issued.id, name=issued.name,
+                    role=issued.role.value, prefix=issued.prefix)
     except DeidgateError as exc:
         guard(exc)
     typer.echo(issued.token)
@@ -63,11 +84,13 @@ def list_(ctx: typer.Context) -> None:
 @token_app.command("revoke")
 def revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Revoke a token at once; it stays listed so audit entries keep naming its holder."""
-    url = state(ctx).db_url()
+    st = state(ctx)
+    url, keys = st.db_url(), st.keys()
     try:
         with session_scope(url) as s:
             row = revoke_token(s, token_id)
             name = row.name
+            _record(s, keys, "token.revoked", id=token_id, name=name)
     except DeidgateError as exc:
         guard(exc)
     typer.echo(f"revoked token id={token_id} name={name}")

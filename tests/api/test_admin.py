@@ -110,3 +110,30 @@ def test_echo_a_real_peer_and_an_absent_one(
 
     r = client.post("/api/v1/admin/nodes/nosuch/echo", headers=h)
     assert r.status_code == 404 and r.json()["error"]["code"] == "pacs-node-unknown"
+
+
+def test_changes_are_in_the_audit_chain_with_the_admin_as_actor(
+    client: TestClient, h: dict[str, str], tokens: dict[Role, str]
+) -> None:
+    client.patch("/api/v1/admin/ae", json={"port": 11119}, headers=h)
+    client.post("/api/v1/admin/nodes", json={"name": "pacs1", **NODE}, headers=h)
+    client.put("/api/v1/admin/nodes/pacs1", json={**NODE, "port": 1}, headers=h)
+    client.delete("/api/v1/admin/nodes/pacs1", headers=h)
+    client.post("/api/v1/admin/allowlist", json={"ae_title": "MOD1"}, headers=h)
+    client.delete("/api/v1/admin/allowlist/MOD1", headers=h)
+    client.post("/api/v1/admin/nodes", json={"name": "pacs1", **NODE, "port": 0}, headers=h)
+    auditor = bearer(tokens[Role.auditor])
+    events = client.get("/api/v1/audit/events", headers=auditor).json()
+    assert [(e["kind"], e["actor"]) for e in events] == [
+        (kind, "token:test-admin")
+        for kind in (
+            "dicom.local-ae-changed",
+            "dicom.node-added",
+            "dicom.node-replaced",
+            "dicom.node-removed",
+            "dicom.caller-allowed",
+            "dicom.caller-disallowed",
+        )
+    ]  # the refused last request left no event
+    assert events[2]["details"]["port"] == 1
+    assert client.get("/api/v1/audit/chain", headers=auditor).json()["ok"] is True

@@ -10,8 +10,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from typer.testing import CliRunner
 
+from service.audit.store import AuditStore
 from service.cli.main import app as cli
 from service.core.config import Settings
+from service.core.keys import SiteKeys
 from service.core.security import Role, create_token, hash_token, revoke_token
 from service.db.models.auth import ApiToken
 from service.db.session import get_engine, session_scope
@@ -135,6 +137,14 @@ def test_cli_create_list_revoke(settings: Settings, migrated_db: str) -> None:
         assert client.get(ME, headers=bearer(token)).status_code == 401
     listed = runner.invoke(cli, ["token", "list"], env=env)
     assert "revoked" in listed.stdout
+
+    with session_scope(migrated_db) as s:
+        events = AuditStore(s, SiteKeys.load(settings.site_key_path)).events()
+    assert [(e.kind, e.details["name"]) for e in events] == [
+        ("token.created", "etl"), ("token.revoked", "etl")
+    ]
+    assert all(e.actor.startswith("cli") for e in events)
+    assert token.rsplit("_", 1)[1] not in str([e.details for e in events])
 
     bad = runner.invoke(cli, ["token", "revoke", "424242"], env=env)
     assert bad.exit_code == 1 and "no token with id 424242" in bad.stderr

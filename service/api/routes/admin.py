@@ -3,7 +3,8 @@ C-ECHO. Admin only: these decide where identified data may come from and go to.
 
 The operations are ``service.dicom.admin``'s, the same ones ``deidgate ae`` and ``deidgate pacs``
 run; this module only maps them to HTTP. Changes apply without a restart (the database is the
-live configuration).
+live configuration), and each is appended to the audit chain in the same transaction with the
+caller's token name: who may send to the gateway and where it pulls from is for auditors to see.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
+from sqlalchemy.orm import Session
 
-from service.api.deps import SessionDep, SettingsDep, require_role
+from service.api.deps import KeysDep, SessionDep, SettingsDep, require_role
 from service.api.errors import ApiError
 from service.api.schemas import (
     AllowedIn,
@@ -25,7 +27,9 @@ from service.api.schemas import (
     NodeOut,
     Removed,
 )
+from service.audit.store import AuditStore
 from service.core.errors import ConfigurationError
+from service.core.keys import SiteKeys
 from service.core.security import Principal, Role
 from service.dicom import admin as ops
 from service.dicom.scu import echo as c_echo
@@ -45,6 +49,10 @@ def _refusal(exc: ConfigurationError) -> ApiError:
     return ApiError(422, exc.code, exc.reason)
 
 
+def _record(session: Session, keys: SiteKeys, who: Principal, kind: str, **details: object) -> None:
+    AuditStore(session, keys).log_event(kind, actor=who.actor, details=details)
+
+
 @router.get("/ae", response_model=LocalAEOut, summary="The gateway's own AE")
 def get_ae(session: SessionDep, settings: SettingsDep, _: Admin) -> LocalAEOut:
     """admin."""
@@ -53,13 +61,15 @@ def get_ae(session: SessionDep, settings: SettingsDep, _: Admin) -> LocalAEOut:
 
 @router.patch("/ae", response_model=LocalAEOut, summary="Change the gateway's own AE")
 def set_ae(
-    body: LocalAEUpdate, session: SessionDep, settings: SettingsDep, _: Admin
+    body: LocalAEUpdate, session: SessionDep, settings: SettingsDep, keys: KeysDep, who: Admin
 ) -> LocalAEOut:
     """admin. The listener picks up a new AE title or port when it next (re)binds."""
+    changes = body.model_dump(exclude_none=True)
     try:
-        cfg = ops.set_local_ae(session, settings, **body.model_dump(exclude_none=True))
+        cfg = ops.set_local_ae(session, settings, **changes)
     except ConfigurationError as exc:
         raise _refusal(exc) from None
+    _record(session, keys, who, "dicom.local-ae-changed", **changes)
     return LocalAEOut.model_validate(cfg)
 
 
@@ -70,12 +80,13 @@ def nodes(session: SessionDep, _: Admin) -> list[NodeOut]:
 
 
 @router.post("/nodes", status_code=201, response_model=NodeOut, summary="Add a PACS node")
-def add_node(body: NodeCreate, session: SessionDep, _: Admin) -> NodeOut:
+def add_node(body: NodeCreate, session: SessionDep, keys: KeysDep, who: Admin) -> NodeOut:
     """admin. A name already in use -> 409."""
     try:
         node = ops.add_node(session, body.name, **body.model_dump(exclude={"name"}))
     except ConfigurationError as exc:
         raise _refusal(exc) from None
+    _record(session, keys, who, "dicom.node-added", **body.model_dump())
     return NodeOut.model_validate(node)
 
 
@@ -89,23 +100,28 @@ def node(name: NodeName, session: SessionDep, _: Admin) -> NodeOut:
 
 
 @router.put("/nodes/{name}", response_model=NodeOut, summary="Replace a PACS node's settings")
-def replace_node(name: NodeName, body: NodeIn, session: SessionDep, _: Admin) -> NodeOut:
+def replace_node(
+    name: NodeName, body: NodeIn, session: SessionDep, keys: KeysDep, who: Admin
+) -> NodeOut:
     """admin. Remove and add in one transaction: a refused value leaves the node unchanged."""
     try:
         ops.remove_node(session, name)
-        return NodeOut.model_validate(ops.add_node(session, name, **body.model_dump()))
+        node = ops.add_node(session, name, **body.model_dump())
     except ConfigurationError as exc:
         session.rollback()
         raise _refusal(exc) from None
+    _record(session, keys, who, "dicom.node-replaced", name=name, **body.model_dump())
+    return NodeOut.model_validate(node)
 
 
 @router.delete("/nodes/{name}", status_code=204, summary="Remove a PACS node")
-def remove_node(name: NodeName, session: SessionDep, _: Admin) -> Response:
+def remove_node(name: NodeName, session: SessionDep, keys: KeysDep, who: Admin) -> Response:
     """admin."""
     try:
         ops.remove_node(session, name)
     except ConfigurationError as exc:
         raise _refusal(exc) from None
+    _record(session, keys, who, "dicom.node-removed", name=name)
     return Response(status_code=204)
 
 
@@ -139,18 +155,20 @@ def allowlist(session: SessionDep, _: Admin) -> list[AllowedOut]:
 @router.post(
     "/allowlist", status_code=201, response_model=AllowedOut, summary="Allow a calling AE"
 )
-def allow(body: AllowedIn, session: SessionDep, _: Admin) -> AllowedOut:
+def allow(body: AllowedIn, session: SessionDep, keys: KeysDep, who: Admin) -> AllowedOut:
     """admin. Idempotent; ``host`` pins the AE title to one peer address."""
     try:
-        return AllowedOut.model_validate(ops.allow(session, body.ae_title, body.host))
+        entry = ops.allow(session, body.ae_title, body.host)
     except ConfigurationError as exc:
         raise _refusal(exc) from None
+    _record(session, keys, who, "dicom.caller-allowed", ae_title=entry.ae_title, host=entry.host)
+    return AllowedOut.model_validate(entry)
 
 
 @router.delete(
     "/allowlist/{calling_ae}", response_model=Removed, summary="Disallow a calling AE"
 )
-def disallow(calling_ae: CallingAE, session: SessionDep, _: Admin) -> Removed:
+def disallow(calling_ae: CallingAE, session: SessionDep, keys: KeysDep, who: Admin) -> Removed:
     """admin. Removes every entry for the title (all pinned hosts); none -> 404."""
     try:
         n = ops.disallow(session, calling_ae)
@@ -158,4 +176,5 @@ def disallow(calling_ae: CallingAE, session: SessionDep, _: Admin) -> Removed:
         raise _refusal(exc) from None
     if n == 0:
         raise ApiError(404, "allowlist-unknown", "that calling AE title is not on the allow-list")
+    _record(session, keys, who, "dicom.caller-disallowed", ae_title=calling_ae.strip(), removed=n)
     return Removed(removed=n)

@@ -6,6 +6,8 @@ It says only whether the service and its database answer, so load balancers and
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,6 +22,7 @@ router = APIRouter(tags=["health"])
 def health(request: Request, response: Response) -> Health:
     from service.api.app import app_version
 
+    db: Literal["ok", "unreachable"]
     try:
         with get_engine(request.app.state.settings.db_url).connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -1,0 +1,27 @@
+"""The public health endpoint: up with its database, 503 without it."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.core.config import Settings
+from tests.conftest import PG_ADMIN_URL
+
+
+def test_health_ok(client: TestClient) -> None:
+    r = client.get("/api/v1/health")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok" and r.json()["database"] == "ok"
+
+
+def test_health_without_database_is_503(tmp_path: Path) -> None:
+    missing = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/deidgate_absent_{uuid.uuid4().hex[:8]}"
+    app = create_app(Settings(home=tmp_path, database_url=missing))
+    with TestClient(app) as client:
+        r = client.get("/api/v1/health")
+    assert r.status_code == 503
+    assert r.json()["status"] == "degraded" and r.json()["database"] == "unreachable"
