@@ -122,3 +122,24 @@ def test_dead_letters_empty(client: TestClient, tokens: dict[Role, str], pacs: s
     h = bearer(tokens[Role.staff])
     assert client.get(f"/api/v1/jobs/{job['id']}/dead-letters", headers=h).json() == []
     assert client.get("/api/v1/dead-letters", headers=h).json() == []
+
+
+def test_job_actions_are_audited_with_the_token_name(
+    client: TestClient, tokens: dict[Role, str], pacs: str
+) -> None:
+    job = _submit(client, tokens[Role.service], pacs)
+    client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bearer(tokens[Role.admin]))
+    client.post(f"/api/v1/jobs/{job['id']}/retry", headers=bearer(tokens[Role.service]))
+    r = client.get("/api/v1/audit/events", headers=bearer(tokens[Role.auditor]))
+    events = [
+        (e["kind"], e["actor"], e["details"].get("job"))
+        for e in r.json()
+        if e["kind"].startswith("job.")
+    ]
+    assert events == [
+        ("job.submitted", "token:test-service", job["id"]),
+        ("job.cancelled", "token:test-admin", job["id"]),
+        ("job.retried", "token:test-service", job["id"]),
+    ]
+    for value in ACCESSIONS:
+        assert value not in r.text
