@@ -183,7 +183,7 @@ def _classify(rows: list[_Row], head: AuditChainHead | None) -> list[Finding]:
         expected_prev = rows[i - 1].hash if i else GENESIS_HASH
         if r.prev == expected_prev:
             continue
-        pred = GENESIS_HASH if r.prev == GENESIS_HASH else by_hash.get(r.prev)
+        pred = -1 if r.prev == GENESIS_HASH else by_hash.get(r.prev)  # -1: the chain start
         if pred is None:  # links to a hash no row has
             gap_before = r.seq != (rows[i - 1].seq + 1 if i else 1)
             explained = i in edited or (i - 1) in edited or gap_before
@@ -195,7 +195,7 @@ def _classify(rows: list[_Row], head: AuditChainHead | None) -> list[Finding]:
         expected_next = i + 1 if i + 1 < len(rows) else None
         next_ok = (nxt[0] if nxt else None) == expected_next
         if not next_ok:
-            where = "the chain start" if pred == GENESIS_HASH else f"seq {rows[pred].seq}"
+            where = "the chain start" if pred < 0 else f"seq {rows[pred].seq}"
             out.append(Finding(r.seq, "reordered", f"belongs after {where}"))
 
     last = rows[-1] if rows else None

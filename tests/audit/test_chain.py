@@ -7,7 +7,10 @@ and attributed to the right rows; concurrent appenders keep one linear chain."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -186,3 +189,36 @@ def test_short_chains(migrated_db: str, site_keys: SiteKeys, n: int) -> None:
         tamper(migrated_db, "DELETE FROM audit_events")
         report = _verify(migrated_db, site_keys)
         assert report.deleted == [1] and report.events == 0
+
+
+_WORKER = """
+import sys
+from pathlib import Path
+from service.audit import AuditStore
+from service.core.keys import SiteKeys
+from service.db.session import session_scope
+url, key, name, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+keys = SiteKeys.load(key, create=False)
+for i in range(n):
+    with session_scope(url) as s:
+        AuditStore(s, keys).log_event("test", actor=name, details={"i": i})
+"""
+
+
+def test_concurrent_worker_processes_keep_one_chain(migrated_db: str, site_keys: SiteKeys,
+                                                    home: Path) -> None:
+    """Separate processes (as Celery workers are) appending at once."""
+    procs, per = 3, 20
+    key = home / "keys" / "site.key"
+    running = [subprocess.Popen([sys.executable, "-c", _WORKER, migrated_db, str(key),
+                                 f"worker-{p}", str(per)], stderr=subprocess.PIPE)
+               for p in range(procs)]
+    for p in running:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()[-2000:]
+    report = _verify(migrated_db, site_keys)
+    assert report.ok, report.lines()
+    assert report.events == report.head_seq == procs * per
+    with session_scope(migrated_db) as s:
+        actors = [e.actor for e in AuditStore(s, site_keys).events(limit=None)]
+    assert {a: actors.count(a) for a in set(actors)} == {f"worker-{p}": per for p in range(procs)}
