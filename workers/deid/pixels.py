@@ -55,6 +55,9 @@ class PixelOptions:
     background_margin: ink must exceed the background level by this fraction of the range.
     anatomy_fraction: components at least this fraction of the largest one are anatomy.
     min_ink_pixels: fewer ink pixels than this in a candidate is noise, not text.
+    text_contrast: a candidate is text only if its brightest ink reaches this fraction of the
+      image's bright level (99th percentile of block maxima) above the background; faint specks
+      (ultrasound echoes, detector noise) stay as they are.
     """
 
     mode: Mode = "clean"
@@ -63,6 +66,7 @@ class PixelOptions:
     background_margin: float = 0.05
     anatomy_fraction: float = 0.2
     min_ink_pixels: int = 8
+    text_contrast: float = 0.3
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> PixelOptions:
@@ -233,6 +237,7 @@ class _Candidates:
     anatomy: np.ndarray
     boxes: list[tuple[int, int, int, int]]  # in blocks, half-open
     cut: int  # ink level separating background from anything else
+    peak: int  # ink level a text candidate must reach somewhere
 
 
 def _candidates(grid: np.ndarray, block: int, layout: _Layout, options: PixelOptions,
@@ -245,7 +250,8 @@ def _candidates(grid: np.ndarray, block: int, layout: _Layout, options: PixelOpt
     frac = options.background_margin if margin_fraction is None else margin_fraction
     cut = bg + max(2, int(frac * max(hi - bg, 0.1 * full_range)))
     occ = grid > cut
-    empty = _Candidates(block, np.zeros(grid.shape, dtype=bool), [], cut)
+    peak = bg + int(options.text_contrast * (hi - bg))
+    empty = _Candidates(block, np.zeros(grid.shape, dtype=bool), [], cut, peak)
     if not occ.any():
         return empty
     runs, comps = _components(occ)
@@ -259,7 +265,7 @@ def _candidates(grid: np.ndarray, block: int, layout: _Layout, options: PixelOpt
     for r, c0, c1, label in runs:
         if label in anatomy_labels:
             anatomy[r, c0:c1] = True
-    return _Candidates(block, anatomy, boxes, cut)
+    return _Candidates(block, anatomy, boxes, cut, peak)
 
 
 def _find_text(frame: np.ndarray, layout: _Layout, options: PixelOptions,
@@ -271,9 +277,10 @@ def _find_text(frame: np.ndarray, layout: _Layout, options: PixelOptions,
         r0, c0 = max(0, (br0 - 1) * b), max(0, (bc0 - 1) * b)
         r1, c1 = min(rows, (br1 + 1) * b), min(cols, (bc1 + 1) * b)
         sub = frame[r0:r1, c0:c1]
-        ink = _ink(sub, layout, 2 if sub.ndim == 3 else None) > cands.cut
-        ink &= ~_anatomy_pixels(cands, r0, c0, r1, c1)
-        if int(ink.sum()) < options.min_ink_pixels:
+        level = _ink(sub, layout, 2 if sub.ndim == 3 else None)
+        level[_anatomy_pixels(cands, r0, c0, r1, c1)] = 0
+        ink = level > cands.cut
+        if int(ink.sum()) < options.min_ink_pixels or int(level.max()) < cands.peak:
             continue
         rr = np.nonzero(ink.any(axis=1))[0]
         cc = np.nonzero(ink.any(axis=0))[0]

@@ -1,0 +1,248 @@
+"""Burned-in text: found in the background, blanked exactly there, nothing else touched.
+
+Images come from the synthetic generator (which knows where the breast and the text are) and from
+deid-data's ultrasound with a burned-in patient line. Compressed results are decoded again and
+compared with what the uncompressed path produced: lossless means equal, sample for sample.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from service.core.errors import PixelRefused
+from service.sample.synthetic import Truth, make_mammogram_with_truth
+from workers.deid.pixels import PixelOptions, clean_pixels
+from workers.deid.types import PixelDecision
+
+J2K = "1.2.840.10008.1.2.4.90"
+JLS = "1.2.840.10008.1.2.4.80"
+JLS_NEAR = "1.2.840.10008.1.2.4.81"
+RLE = "1.2.840.10008.1.2.5"
+NAME = "ØDEGÅRD^ÅSE 120578"
+CLEAN = PixelOptions()
+
+
+def run(ds: Dataset, options: PixelOptions = CLEAN) -> PixelDecision:
+    return clean_pixels(ds, ds.PixelData, transfer_syntax=ds.file_meta.TransferSyntaxUID,
+                        options=options)
+
+
+def decoded(ds: Dataset, decision: PixelDecision) -> np.ndarray:
+    """The pixels the engine would write, decoded by pydicom (frames first)."""
+    out = Dataset()
+    for kw in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit",
+               "PixelRepresentation", "PhotometricInterpretation", "NumberOfFrames",
+               "PlanarConfiguration"):
+        if kw in ds:
+            setattr(out, kw, ds[kw].value)
+    out.file_meta = FileMetaDataset()
+    out.file_meta.TransferSyntaxUID = (
+        decision.new_transfer_syntax or ds.file_meta.TransferSyntaxUID)
+    out.PixelData = decision.new_pixel_data if decision.new_pixel_data else ds.PixelData
+    arr = out.pixel_array
+    return arr if "NumberOfFrames" in ds and ds.NumberOfFrames > 1 else arr[None]
+
+
+def assert_cleaned(ds: Dataset, truth: Truth, decision: PixelDecision, *,
+                   photometric: str = "MONOCHROME2") -> np.ndarray:
+    assert decision.action == "blanked"
+    assert decision.regions
+    after = decoded(ds, decision)[0]
+    before = truth.pixels
+    assert before is not None and truth.text_mask is not None
+    # Every pixel of the breast is exactly what it was.
+    assert np.array_equal(after[truth.breast_mask], before[truth.breast_mask])
+    # Every ink pixel is gone (display black).
+    black = (1 << int(ds.BitsStored)) - 1 if photometric == "MONOCHROME1" else 0
+    assert np.all(after[truth.text_mask] == black)
+    # Nothing outside the reported regions changed.
+    outside = np.ones(after.shape, dtype=bool)
+    for box in decision.regions:
+        outside[box.row0 : box.row1, box.col0 : box.col1] = False
+    assert np.array_equal(after[outside], before[outside])
+    return after
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("corner", ["tl", "tr", "bl", "br", "edge"])
+def test_text_in_every_corner_is_blanked_and_breast_untouched(corner: str,
+                                                              photometric: str) -> None:
+    text = "ID 4417" if corner == "edge" else NAME
+    ds, truth = make_mammogram_with_truth(burned_in_text=text, text_height=20,
+                                          text_corner=corner, photometric=photometric)  # type: ignore[arg-type]
+    assert ds.BurnedInAnnotation == "NO"  # the header lies, as real units do
+    decision = run(ds)
+    assert decision.new_transfer_syntax is None
+    assert (decision.decode_count, decision.encode_count) == (0, 0)
+    assert_cleaned(ds, truth, decision, photometric=photometric)
+
+
+@pytest.mark.parametrize("view,laterality", [("CC", "R"), ("MLO", "L"), ("MLO", "R")])
+def test_multi_line_text_on_other_views(view: str, laterality: str) -> None:
+    ds, truth = make_mammogram_with_truth(view=view, laterality=laterality,  # type: ignore[arg-type]
+                                          burned_in_text="ØDEGÅRD\n12057847391", text_height=21)
+    assert_cleaned(ds, truth, run(ds))
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, J2K, JLS, RLE])
+def test_text_free_image_is_unchanged_without_new_bytes(ts: str, photometric: str) -> None:
+    ds, _ = make_mammogram_with_truth(transfer_syntax=ts, photometric=photometric)
+    decision = run(ds)
+    assert decision.action == "unchanged"
+    assert decision.new_pixel_data is None and decision.new_transfer_syntax is None
+    assert decision.encode_count == 0
+    if ts in (ExplicitVRLittleEndian, J2K):
+        assert decision.decode_count == 0  # native view / reduced J2K look, no full decode
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("ts", [J2K, JLS, RLE])
+def test_compressed_text_is_blanked_and_reencoded_losslessly(ts: str, photometric: str) -> None:
+    kwargs = dict(burned_in_text="ÅSE Ø 4417", text_height=20, photometric=photometric,
+                  view="MLO", laterality="R")
+    native, truth = make_mammogram_with_truth(**kwargs)  # type: ignore[arg-type]
+    expected = decoded(native, run(native))
+    ds, _ = make_mammogram_with_truth(transfer_syntax=ts, **kwargs)  # type: ignore[arg-type]
+    decision = run(ds)
+    assert (decision.decode_count, decision.encode_count) == (1, 1)
+    assert decision.new_transfer_syntax is None  # same syntax: an encoder exists
+    assert decision.new_pixel_data is not None
+    assert decision.new_pixel_data[:4] == b"\xfe\xff\x00\xe0"  # encapsulated: an item tag
+    after = assert_cleaned(ds, truth, decision, photometric=photometric)
+    assert np.array_equal(after, expected[0])  # exactly what the uncompressed path produced
+
+
+def test_lossy_input_with_text_is_refused_and_without_text_passes() -> None:
+    from pydicom.uid import JPEGLSNearLossless
+
+    text_ds, _ = make_mammogram_with_truth(burned_in_text=NAME, text_height=20)
+    text_ds.compress(JPEGLSNearLossless, encoding_plugin="pyjpegls", jls_error=2,
+                     generate_instance_uid=False)
+    with pytest.raises(PixelRefused) as exc:
+        run(text_ds)
+    assert exc.value.code == "pixel-lossy"
+    plain, _ = make_mammogram_with_truth()
+    plain.compress(JPEGLSNearLossless, encoding_plugin="pyjpegls", jls_error=2,
+                   generate_instance_uid=False)
+    decision = run(plain)
+    assert decision.action == "unchanged" and decision.new_pixel_data is None
+
+
+def test_lossy_jpeg_baseline_from_deid_data_with_text_is_refused() -> None:
+    from deid_data import data
+
+    ds = pydicom.dcmread(os.path.join(os.path.dirname(data.__file__),
+                                      "dicom-cookies", "image1.dcm"))
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+    with pytest.raises(PixelRefused):
+        run(ds)
+
+
+def test_multi_frame_is_cleaned_per_frame() -> None:
+    ds, truth = make_mammogram_with_truth(frames=3, burned_in_text=NAME, text_height=20)
+    decision = run(ds)
+    assert decision.action == "blanked"
+    assert sorted({b.frame for b in decision.regions}) == [0, 1, 2]
+    after = decoded(ds, decision)
+    before = ds.pixel_array
+    assert truth.text_mask is not None
+    for f in range(3):
+        assert np.array_equal(after[f][truth.breast_mask], before[f][truth.breast_mask])
+        assert np.all(after[f][truth.text_mask] == 0)
+
+
+def test_multi_frame_jpeg2000_without_text_needs_no_decode() -> None:
+    ds, _ = make_mammogram_with_truth(frames=2, transfer_syntax=J2K)
+    decision = run(ds)
+    assert decision.action == "unchanged" and decision.decode_count == 0
+
+
+def test_eight_bit_image() -> None:
+    ds, truth = make_mammogram_with_truth(burned_in_text=NAME, text_height=20, bits_stored=16)
+    assert truth.pixels is not None
+    arr8 = (truth.pixels >> 8).astype(np.uint8)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = arr8.tobytes()
+    ds["PixelData"].VR = "OB"
+    decision = run(ds)
+    after = decoded(ds, decision)[0]
+    assert decision.action == "blanked"
+    assert np.array_equal(after[truth.breast_mask], arr8[truth.breast_mask])
+    assert truth.text_mask is not None and np.all(after[truth.text_mask] == 0)
+
+
+def test_ultrasound_patient_line_from_deid_data_is_blanked() -> None:
+    from deid_data import data
+
+    ds = pydicom.dcmread(os.path.join(os.path.dirname(data.__file__),
+                                      "ultrasounds", "GREYSCALE_IMAGE.dcm"))
+    before = ds.pixel_array.copy()
+    decision = run(ds)
+    assert decision.action == "blanked"
+    after = decoded(ds, decision)[0]
+    # The top line carries name, ID and birth date: all of it is black now.
+    assert before[5:40, 0:900].max() > 200
+    assert after[5:40, 0:900].max() == 0
+    # The scan area itself is untouched.
+    assert np.array_equal(after[150:700, 150:880], before[150:700, 150:880])
+
+
+def test_refuse_if_text_mode_and_off_mode() -> None:
+    ds, _ = make_mammogram_with_truth(burned_in_text=NAME, text_height=20)
+    with pytest.raises(PixelRefused) as exc:
+        run(ds, PixelOptions(mode="refuse-if-text"))
+    assert exc.value.code == "pixel-text"
+    assert NAME not in str(exc.value)
+    off = run(ds, PixelOptions(mode="off"))
+    assert off.action == "unchanged" and off.new_pixel_data is None
+    plain, _ = make_mammogram_with_truth()
+    assert run(plain, PixelOptions(mode="refuse-if-text")).action == "unchanged"
+
+
+def test_custom_fill_value() -> None:
+    ds, truth = make_mammogram_with_truth(burned_in_text=NAME, text_height=20)
+    after = decoded(ds, run(ds, PixelOptions(fill=7)))[0]
+    assert truth.text_mask is not None and np.all(after[truth.text_mask] == 7)
+
+
+def test_refusals_fail_closed() -> None:
+    ds, _ = make_mammogram_with_truth()
+    with pytest.raises(PixelRefused) as exc:
+        clean_pixels(ds, ds.PixelData, transfer_syntax="1.2.840.10008.1.2.4.100", options=CLEAN)
+    assert exc.value.code == "pixel-codec"
+    with pytest.raises(PixelRefused) as exc:
+        clean_pixels(ds, ds.PixelData[:1000], transfer_syntax=ExplicitVRLittleEndian,
+                     options=CLEAN)
+    assert exc.value.code == "pixel-short"
+    j2k, _ = make_mammogram_with_truth(transfer_syntax=J2K)
+    with pytest.raises(PixelRefused):
+        clean_pixels(j2k, j2k.PixelData[:200], transfer_syntax=J2K, options=CLEAN)
+    assert clean_pixels(ds, b"", transfer_syntax=ExplicitVRLittleEndian,
+                        options=CLEAN).action == "no-pixels"
+
+
+def test_options_from_policy_mapping() -> None:
+    opts = PixelOptions.from_mapping({"mode": "refuse-if-text", "margin": 2})
+    assert opts.mode == "refuse-if-text" and opts.margin == 2
+    with pytest.raises(ValueError):
+        PixelOptions.from_mapping({"mdoe": "off"})
+    with pytest.raises(ValueError):
+        PixelOptions.from_mapping({"mode": "maybe"})
+
+
+@pytest.mark.slow
+def test_full_size_jpeg2000_with_text_one_decode_one_encode() -> None:
+    ds, truth = make_mammogram_with_truth(full_size=True, transfer_syntax=J2K,
+                                          burned_in_text=NAME, text_height=24)
+    decision = run(ds)
+    assert (decision.decode_count, decision.encode_count) == (1, 1)
+    assert_cleaned(ds, truth, decision)
+    plain, _ = make_mammogram_with_truth(full_size=True, transfer_syntax=J2K)
+    assert run(plain).decode_count == 0
