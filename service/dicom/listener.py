@@ -201,13 +201,13 @@ class Listener:
         if ok:
             _prefer_requestor_order(assoc)
             return
-        assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
-        assoc.kill()  # as pynetdicom does itself: lets the DUL send the RJ before closing
-        log.warning("rejected association from AE %r at %s: calling AE not allowed", calling, peer)
-        try:
+        log.warning("rejecting association from AE %r at %s: calling AE not allowed", calling,
+                    peer)
+        try:  # recorded before the answer, so the record exists once the peer knows
             with session_scope(self.db_url) as s:
-                s.add(AssociationAttempt(calling_ae=calling[:16],
-                                         called_ae=called[:16],
+                s.add(AssociationAttempt(calling_ae=calling[:16], called_ae=called[:16],
                                          peer_host=peer[:255], reason="calling-ae-not-allowed"))
         except Exception:
             log.exception("could not record a rejected association")
+        assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
+        assoc.kill()  # as pynetdicom does itself: lets the DUL send the RJ before closing

@@ -111,11 +111,14 @@ def _config(folder: Path, ae_title: str, dicom_port: int, http_port: int,
 @contextmanager
 def orthanc_server(folder: Path, *, ae_title: str = "ORTHANC",
                    modalities: dict[str, tuple[str, str, int]] | None = None,
+                   extra: dict[str, Any] | None = None,
                    start_timeout: float = 30.0) -> Iterator[OrthancPeer]:
     folder.mkdir(parents=True, exist_ok=True)
     dicom_port, http_port = free_port(), free_port()
     cfg = folder / "orthanc.json"
-    cfg.write_text(json.dumps(_config(folder, ae_title, dicom_port, http_port, modalities or {})))
+    conf = _config(folder, ae_title, dicom_port, http_port, modalities or {})
+    conf.update(extra or {})  # e.g. {"DicomAlwaysAllowMove": True, "DicomAlwaysAllowFind": True}
+    cfg.write_text(json.dumps(conf))
     log = (folder / "orthanc.log").open("wb")
     proc = subprocess.Popen([ORTHANC, str(cfg)], stdout=log, stderr=subprocess.STDOUT,
                             cwd=folder)

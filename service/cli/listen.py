@@ -1,0 +1,60 @@
+"""``deidgate listen``: the C-STORE listener alone, in the foreground, until Ctrl-C.
+
+For connectivity checks and benchmarks; with the jobs pipeline installed, received instances are
+also queued for de-identification (``--no-queue`` only spools and records them).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated, Any
+
+import typer
+
+from service.cli.common import guard, state
+from service.core.errors import DeidgateError
+
+
+def listen(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option("--port", help="override the stored port")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="override the bind address")] = None,
+    queue: Annotated[bool, typer.Option("--queue/--no-queue",
+                                        help="queue de-identification of arrivals")] = True,
+) -> None:
+    """Receive into the spool until Ctrl-C (or SIGTERM); stops cleanly."""
+    from service.dicom.listener import Listener
+
+    st = state(ctx)
+    on_stored: Any = None
+    if queue:
+        try:
+            from workers.intake import make_on_stored
+
+            on_stored = make_on_stored(st.settings)
+        except ImportError:
+            on_stored = None
+    overrides: dict[str, Any] = {}
+    if port is not None:
+        overrides["port"] = port
+    if host is not None:
+        overrides["host"] = host
+    try:
+        listener = Listener.from_settings(st.settings, db_url=st.db_url(), keys=st.keys(),
+                                          on_stored=on_stored, **overrides)
+    except DeidgateError as exc:
+        guard(exc)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    listener.start()
+    c = listener.config
+    typer.echo(f"listening as {c.ae_title} on {c.host}:{listener.port} (max PDU {c.max_pdu}); "
+               f"spool {st.settings.spool_dir}; Ctrl-C stops", err=True)
+    listener.serve_forever(stop)
+    typer.echo("listener stopped", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("listen")(listen)
