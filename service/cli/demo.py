@@ -1,0 +1,132 @@
+"""``deidgate demo``: the whole gateway on this machine against a sample PACS, from one command.
+
+Starts what ``deidgate serve`` starts (API, listener, worker), plus a sample PACS holding
+synthetic screening exams; registers it as a PACS node and allows its AE; creates an admin and a
+staff token; queues an extraction job for every sample exam; shows progress; prints where to
+look. Keeps serving until Ctrl-C (``--exit-when-done`` for CI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from typing import Annotated
+
+import typer
+
+from service.cli.common import fail, guard, state
+from service.core.errors import DeidgateError
+
+NODE = "sample-pacs"
+PACS_AE = "SAMPLEPACS"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo(
+    ctx: typer.Context,
+    exams: Annotated[int, typer.Option("--exams", help="synthetic 4-view exams in the PACS")]
+    = 8,
+    full_size: Annotated[bool, typer.Option("--full-size", help="4096x3328 images (slow)")]
+    = False,
+    exit_when_done: Annotated[bool, typer.Option("--exit-when-done")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="give up waiting after s")] = 900,
+) -> None:
+    """Run the gateway against a sample PACS of synthetic exams and extract them all."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    from service.cli.job import _progress_line, wait_for
+    from service.cli.serve import start_embedded, stop_signals
+    from service.core.security import create_token
+    from service.db.session import session_scope
+    from service.dicom import admin
+    from service.jobs import ops
+    from service.sample.pacs import SamplePacs, populate
+
+    st = state(ctx)
+    settings = st.settings
+    settings.ensure_dirs()
+    db_url = st.db_url()
+    keys = st.keys()
+    typer.echo(f"data folder  {settings.home}")
+    typer.echo(f"generating {exams} synthetic screening exams for the sample PACS ...")
+    folder = settings.home / "sample-pacs"
+    accessions = populate(folder, exams, full_size=full_size)
+
+    if not _port_free(settings.api_host, settings.api_port):
+        settings.api_port = _free_port()
+    with session_scope(db_url) as s:
+        admin.seed(s, settings)
+        local = admin.get_local_ae(s, settings)
+        if not _port_free(local.host, local.port):
+            local = admin.set_local_ae(s, settings, port=_free_port())
+    with stop_signals() as stop, SamplePacs(folder, ae_title=PACS_AE) as pacs:
+        pacs.add_destination(local.ae_title, "127.0.0.1", local.port)
+        with session_scope(db_url) as s:
+            with contextlib.suppress(admin.UnknownNode):
+                admin.remove_node(s, NODE)
+            admin.add_node(s, NODE, ae_title=PACS_AE, host="127.0.0.1", port=pacs.port)
+            if not any(a.ae_title == PACS_AE for a in admin.list_allowed(s)):
+                admin.allow(s, PACS_AE, "127.0.0.1")
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            admin_tok = create_token(s, role="admin", name=f"demo-admin-{stamp}").token
+            staff_tok = create_token(s, role="staff", name=f"demo-staff-{stamp}").token
+        (settings.home / "logs").mkdir(exist_ok=True)
+        worker_log = (settings.home / "logs" / "worker.log").open("ab")
+        emb = start_embedded(settings, db_url, log_file=worker_log)
+        try:
+            typer.echo(f"sample PACS  AE {PACS_AE} on 127.0.0.1:{pacs.port} "
+                       f"({len(pacs.studies)} studies)")
+            typer.echo(f"listener     AE {local.ae_title} on {local.host}:{local.port}")
+            try:
+                req = ops.parse_job_request({"pacs": NODE, "accession_numbers": accessions})
+                with session_scope(db_url) as s:
+                    view = ops.submit_job(s, settings, keys, req, actor="demo")
+            except DeidgateError as exc:
+                guard(exc)
+            typer.echo(f"job          {view.id} queued for {len(accessions)} exams")
+            v = wait_for(db_url, view.id, timeout=timeout)
+            typer.echo(_progress_line(v))
+            url = emb.api_url
+            typer.echo("")
+            typer.echo(f"API          {url}/api/v1   (interactive docs: {url}/docs)")
+            typer.echo(f"admin token  {admin_tok}")
+            typer.echo(f"staff token  {staff_tok}")
+            typer.echo(f"try          curl -H 'Authorization: Bearer {staff_tok}' "
+                       f"{url}/api/v1/jobs/{view.id}")
+            typer.echo(f"output       {settings.output_dir}")
+            typer.echo(f"worker log   {settings.home / 'logs' / 'worker.log'}")
+            if v.state != "done":
+                if exit_when_done:
+                    fail(f"job {v.id} {v.state}: {v.reason or 'not finished in time'}")
+                typer.echo(f"job {v.id} {v.state}: {v.reason or 'not finished in time'}",
+                           err=True)
+            if not exit_when_done:
+                typer.echo("serving; Ctrl-C stops")
+                while not stop.wait(0.5):
+                    if emb.worker is not None and emb.worker.poll() is not None:
+                        typer.echo("the worker process exited; stopping", err=True)
+                        break
+        finally:
+            typer.echo("stopping ...", err=True)
+            emb.stop()
+            worker_log.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
