@@ -7,6 +7,7 @@ asked which roles each route admits (the role-matrix test does exactly that).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
@@ -18,10 +19,12 @@ from sqlalchemy.orm import Session
 
 from service.api.errors import ApiError
 from service.core.config import Settings
+from service.core.errors import SiteKeyError
 from service.core.keys import SiteKeys
 from service.core.security import InvalidToken, Principal, Role, authenticate
 from service.db.session import get_sessionmaker
 
+log = logging.getLogger(__name__)
 _BEARER = {"WWW-Authenticate": "Bearer"}
 # auto_error=False: we answer a missing token ourselves, in our error shape, with 401.
 _bearer = HTTPBearer(auto_error=False, description="API token from `deidgate token create`")
@@ -46,11 +49,21 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 def get_keys(request: Request) -> SiteKeys:
-    """The site keys, loaded once per app (only routes that pseudonymize or decrypt ask)."""
+    """The site keys, loaded once per app (only routes that seal, log or decrypt ask).
+
+    A key file named in the settings must exist: generating a fresh one there would silently
+    start a second pseudonym space. Only the default location is created on first use.
+    """
     keys: SiteKeys | None = request.app.state.keys
     if keys is None:
         settings: Settings = request.app.state.settings
-        keys = SiteKeys.load(settings.site_key_path)
+        try:
+            keys = SiteKeys.load(settings.site_key_path, create=settings.key_file is None)
+        except SiteKeyError as exc:
+            log.error("site key unavailable: %s", exc.reason)  # paths stay in the server log
+            raise ApiError(
+                503, exc.code, "the site key is not available; see the server log"
+            ) from None
         request.app.state.keys = keys
     return keys
 

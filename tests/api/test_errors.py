@@ -4,11 +4,14 @@ back (job requests carry accession numbers, patient IDs and study UIDs)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from service.api.app import create_app
+from service.core.config import Settings
 from service.core.security import Role
 from tests.api.conftest import bearer
 
@@ -122,3 +125,15 @@ def test_unexpected_failure_is_a_bare_500(
     assert "RuntimeError" in caplog.text
     for value in PHI:
         assert value not in caplog.text
+
+
+def test_missing_configured_site_key_is_503_and_not_created(
+    settings: Settings, migrated_db: str, tokens: dict[Role, str], tmp_path: Path
+) -> None:
+    absent = tmp_path / "elsewhere" / "site.key"
+    app = create_app(settings.model_copy(update={"key_file": absent}))
+    with TestClient(app) as client:
+        r = client.get("/api/v1/audit/chain", headers=bearer(tokens[Role.admin]))
+    msg = _error(r, 503, "site-key")
+    assert "server log" in msg and str(absent) not in r.text
+    assert not absent.exists()
