@@ -7,7 +7,9 @@ compared with what the uncompressed path produced: lossless means equal, sample 
 
 from __future__ import annotations
 
+import mmap
 import os
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -246,3 +248,18 @@ def test_full_size_jpeg2000_with_text_one_decode_one_encode() -> None:
     assert_cleaned(ds, truth, decision)
     plain, _ = make_mammogram_with_truth(full_size=True, transfer_syntax=J2K)
     assert run(plain).decode_count == 0
+
+
+def test_refusal_leaves_no_view_of_a_mapped_file_alive(tmp_path: Path) -> None:
+    """The engine maps the source file and closes the map after the pixel stage, also on refusal."""
+    ds, _ = make_mammogram_with_truth(burned_in_text=NAME, text_height=20)
+    path = tmp_path / "x.raw"
+    path.write_bytes(ds.PixelData)
+    with path.open("rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mm)
+    with pytest.raises(PixelRefused):
+        clean_pixels(ds, view, transfer_syntax=ExplicitVRLittleEndian,
+                     options=PixelOptions(mode="refuse-if-text"))
+    view.release()
+    mm.close()  # raises BufferError if a numpy view of the map were still alive

@@ -466,13 +466,29 @@ def clean_pixels(
     transfer_syntax: str,
     options: PixelOptions,
 ) -> PixelDecision:
-    """Look for burned-in text in the background and blank it (see the module docstring)."""
+    """Look for burned-in text in the background and blank it (see the module docstring).
+
+    Refusals are re-raised from this frame with no traceback or context attached: the inner
+    frames hold numpy views of ``pixel_value`` (often an mmap), and a traceback that kept them
+    alive would stop the caller from releasing the map.
+    """
+    refusal: tuple[str, str] | None = None
+    try:
+        return _clean(header, pixel_value, str(transfer_syntax), options)
+    except PixelRefused as exc:
+        refusal = (exc.reason, exc.code)
+    except Exception as exc:  # fail closed on anything unexpected, without values in the text
+        refusal = (f"pixel check failed ({type(exc).__name__})", "pixel-error")
+    raise PixelRefused(refusal[0], code=refusal[1])
+
+
+def _clean(header: Dataset, pixel_value: bytes | memoryview, ts: str,
+           options: PixelOptions) -> PixelDecision:
     if pixel_value is None or len(memoryview(pixel_value).cast("B")) == 0:
         return PixelDecision("no-pixels", detail="no pixel data")
     if options.mode == "off":
         return PixelDecision("unchanged", detail="pixel check off by policy")
     layout = _layout(header)
-    ts = str(transfer_syntax)
     if ts in codecs.NATIVE:
         if layout.photometric.startswith("YBR"):
             raise PixelRefused("uncompressed YBR pixel data is not supported by the pixel check",
