@@ -298,7 +298,9 @@ def _cap_age(elem: DataElement, ctx: Context) -> None:
 
 
 def _tidy(ds: Dataset) -> None:
-    """Drop private creators with nothing left in their block, and overlays without data."""
+    """Drop private creators with nothing left in their block, and overlays / curves whose
+    data element is gone (a description of a bitmap that no longer exists is not conformant, and
+    its labels are free text)."""
     tags = [int(t) for t in ds.keys()]
     present = set(tags)
     for t in tags:
@@ -307,8 +309,10 @@ def _tidy(ds: Dataset) -> None:
             lo = (group << 16) | (elem_no << 8)
             if not any(lo <= x <= lo + 0xFF for x in present):
                 del ds[t]
-    overlay_groups = {t >> 16 for t in tags if 0x6000 <= t >> 16 <= 0x601E and (t >> 16) % 2 == 0}
-    for g in overlay_groups:
+    repeating = {t >> 16 for t in tags
+                 if (0x6000 <= t >> 16 <= 0x601E or 0x5000 <= t >> 16 <= 0x501E)
+                 and (t >> 16) % 2 == 0}
+    for g in repeating:
         if ((g << 16) | 0x3000) not in present:
             for t in tags:
                 if t >> 16 == g:
