@@ -32,6 +32,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.audit.crypto import chain_key
+from service.core.errors import ConfigurationError
 from service.core.keys import SiteKeys
 from service.db.base import utcnow
 from service.db.models.audit import GENESIS_HASH, AuditChainHead, AuditEvent
@@ -69,7 +70,8 @@ def reserve(session: Session) -> tuple[int, str]:
         .returning(AuditChainHead.seq, AuditChainHead.hash)
     ).one_or_none()
     if row is None:
-        raise RuntimeError("audit_chain_head row is missing; run `deidgate db upgrade`")
+        raise ConfigurationError("the audit chain head row is missing (deleted, or the schema "
+                                 "is not migrated: run `deidgate db upgrade`)")
     return int(row[0]), str(row[1])
 
 
@@ -77,6 +79,7 @@ def append(session: Session, keys: SiteKeys, kind: str, *, actor: str,
            details: dict[str, Any]) -> AuditEvent:
     """Append one event inside the caller's transaction (visible to others on commit)."""
     text = canonical_details(details)
+    kind, actor = kind[:32], actor[:128]  # column widths; the hash covers what is stored
     seq, prev = reserve(session)
     at = utcnow()
     digest = event_hash(chain_key(keys), at=at, kind=kind, actor=actor, details=text,
@@ -150,13 +153,15 @@ def verify(session: Session, keys: SiteKeys, *, batch: int = 5000) -> ChainRepor
     for seq, at, kind, actor, details, prev, digest in session.execute(stmt):
         expect = event_hash(key, at=at, kind=kind, actor=actor, details=details, prev_hash=prev)
         rows.append(_Row(seq, prev, digest, hmac.compare_digest(expect, digest)))
-    head = session.get(AuditChainHead, 1)
-    report = ChainReport(events=len(rows), head_seq=head.seq if head else 0)
-    report.findings.extend(_classify(rows, head))
+    # columns, not session.get: the identity map could hold a head older than our own appends
+    head = session.execute(select(AuditChainHead.seq, AuditChainHead.hash)
+                           .where(AuditChainHead.id == 1)).one_or_none()
+    report = ChainReport(events=len(rows), head_seq=int(head[0]) if head else 0)
+    report.findings.extend(_classify(rows, (int(head[0]), str(head[1])) if head else None))
     return report
 
 
-def _classify(rows: list[_Row], head: AuditChainHead | None) -> list[Finding]:
+def _classify(rows: list[_Row], head: tuple[int, str] | None) -> list[Finding]:
     out: list[Finding] = []
     by_hash: dict[str, int] = {}
     succ: dict[str, list[int]] = defaultdict(list)
@@ -200,17 +205,20 @@ def _classify(rows: list[_Row], head: AuditChainHead | None) -> list[Finding]:
 
     last = rows[-1] if rows else None
     if head is not None:
+        head_seq, head_hash = head
         last_seq = last.seq if last else 0
         last_hash = last.hash if last else GENESIS_HASH
-        if head.seq > last_seq:
-            span = f"{last_seq + 1}" if head.seq == last_seq + 1 else f"{last_seq + 1}-{head.seq}"
+        if head_seq > last_seq:
+            span = f"{last_seq + 1}" if head_seq == last_seq + 1 else f"{last_seq + 1}-{head_seq}"
             out.append(Finding(last_seq + 1, "deleted", f"seq {span} missing at the tail"))
-        elif head.seq < last_seq:
+        elif head_seq < last_seq:
             for r in rows:
-                if r.seq > head.seq:
+                if r.seq > head_seq:
                     out.append(Finding(r.seq, "unanchored", "added behind the chain head"))
-        elif head.hash != last_hash:
+        elif head_hash != last_hash:
             out.append(Finding(last_seq, "head", "the chain head does not match the last event"))
+    else:
+        out.append(Finding(0, "head", "the chain head row is missing"))
     return out
 
 

@@ -115,7 +115,7 @@ class AuditStore:
                 "patient_pseudonym": outcome.patient_pseudonym or None,
                 "policy_name": outcome.policy_name,
                 "policy_version": outcome.policy_version,
-                "source": source,
+                "source": source[:256],
                 "job_id": job_id,
                 "created_at": now,
             }

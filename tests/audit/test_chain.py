@@ -17,6 +17,7 @@ from sqlalchemy import select, text
 
 from service.audit import AuditStore
 from service.audit.chain import canonical_details
+from service.core.errors import ConfigurationError
 from service.core.keys import SiteKeys
 from service.db.models.audit import AuditEvent
 from service.db.session import session_scope
@@ -195,6 +196,7 @@ _WORKER = """
 import sys
 from pathlib import Path
 from service.audit import AuditStore
+from service.core.errors import ConfigurationError
 from service.core.keys import SiteKeys
 from service.db.session import session_scope
 url, key, name, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -222,3 +224,13 @@ def test_concurrent_worker_processes_keep_one_chain(migrated_db: str, site_keys:
     with session_scope(migrated_db) as s:
         actors = [e.actor for e in AuditStore(s, site_keys).events(limit=None)]
     assert {a: actors.count(a) for a in set(actors)} == {f"worker-{p}": per for p in range(procs)}
+
+
+def test_missing_head_row_is_reported_and_refuses_appends(migrated_db: str,
+                                                          site_keys: SiteKeys) -> None:
+    _fill(migrated_db, site_keys, 2)
+    tamper(migrated_db, "DELETE FROM audit_chain_head")
+    report = _verify(migrated_db, site_keys)
+    assert [f.problem for f in report.findings] == ["head"] and report.first_bad_seq == 0
+    with pytest.raises(ConfigurationError), session_scope(migrated_db) as s:
+        AuditStore(s, site_keys).log_event("test", actor="pytest", details={})
