@@ -18,10 +18,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.core.errors import DeidgateError
+from service.core.errors import DeidgateError, Retryable, SiteKeyError
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,23 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DeidgateError)
     async def _deidgate(_: Request, exc: DeidgateError) -> JSONResponse:
-        # Errors that reach here unmapped are refusals of the request as given.
+        # What reaches here unmapped by a route: transient trouble is 503 (try again), a
+        # missing site key is the operator's to fix, anything else refuses the request as given.
+        if isinstance(exc, Retryable):
+            return error_response(503, exc.code, exc.reason, {"Retry-After": "5"})
+        if isinstance(exc, SiteKeyError):
+            log.error("site key unavailable: %s", exc.reason)
+            return error_response(503, exc.code, "the site key is not available; see the log")
         return error_response(422, exc.code, exc.reason)
+
+    @app.exception_handler(OperationalError)
+    async def _database(_: Request, exc: OperationalError) -> JSONResponse:
+        # The driver's text can quote statement parameters (identifiers): log the type only.
+        log.error("database unavailable: %s", type(exc.orig).__name__)
+        return error_response(
+            503, "database-unavailable", "the database is unavailable; retry shortly",
+            {"Retry-After": "5"},
+        )
 
     # Not an exception handler: Starlette re-raises after calling those, and the server would
     # then log the exception's text. The middleware contains the failure instead.

@@ -25,3 +25,18 @@ def test_health_without_database_is_503(tmp_path: Path) -> None:
         r = client.get("/api/v1/health")
     assert r.status_code == 503
     assert r.json()["status"] == "degraded" and r.json()["database"] == "unreachable"
+
+
+def test_database_outage_is_503_not_401_or_500(tmp_path: Path) -> None:
+    missing = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/deidgate_absent_{uuid.uuid4().hex[:8]}"
+    app = create_app(Settings(home=tmp_path, database_url=missing))
+    token = "dgt_0123abcd_" + "A" * 43
+    with TestClient(app) as client:
+        r = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.json() == {
+        "error": {
+            "code": "database-unavailable",
+            "message": "the database is unavailable; retry shortly",
+        }
+    }
