@@ -7,23 +7,15 @@ under ``/api/v1``; the interactive OpenAPI documentation is at ``/docs``.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from fastapi import FastAPI
 
 from service.api import errors
 from service.api.routes import ROUTERS
+from service.api.routes.health import app_version
 from service.api.schemas import ErrorBody
 from service.core.config import Settings
 
 API_PREFIX = "/api/v1"
-
-
-def app_version() -> str:
-    try:
-        return version("deidgate")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0.0.0+source"
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -6,6 +6,7 @@ It says only whether the service and its database answer, so load balancers and
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
@@ -18,10 +19,15 @@ from service.db.session import get_engine
 router = APIRouter(tags=["health"])
 
 
+def app_version() -> str:
+    try:
+        return version("deidgate")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+source"
+
+
 @router.get("/health", response_model=Health, summary="Service and database status (public)")
 def health(request: Request, response: Response) -> Health:
-    from service.api.app import app_version
-
     db: Literal["ok", "unreachable"]
     try:
         with get_engine(request.app.state.settings.db_url).connect() as conn:
