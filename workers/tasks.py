@@ -22,7 +22,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Retry
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.core.config import Settings
@@ -32,6 +32,7 @@ from service.db.models.dicom import ReceivedInstance
 from service.db.models.jobs import Job, JobInstance, JobStudy
 from service.db.session import session_scope
 from service.jobs import orchestrate as orc
+from service.jobs.orchestrate import upd
 from service.jobs.schemas import unseal
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class _ResolveTask(DeidgateTask):
 
     def release(self, args: tuple[Any, ...]) -> None:
         with session_scope(self.settings.db_url) as s:
-            s.execute(update(Job).where(Job.id == args[0], Job.state == "resolving")
+            s.execute(upd(Job).where(Job.id == args[0], Job.state == "resolving")
                       .values(state="queued"))
 
 
@@ -233,14 +234,14 @@ def deidentify_instance(self: DeidgateTask, instance_id: int) -> dict[str, Any]:
         def on_commit(session: Session, result: InstanceResult) -> None:
             """Marked in the mapping's own transaction: no window where one is without the
             other. The claim stays until the identified copy is gone (see the sweep)."""
-            session.execute(update(JobInstance).where(JobInstance.id == instance_id).values(
+            session.execute(upd(JobInstance).where(JobInstance.id == instance_id).values(
                 state=result.status, reason=result.reason_code,
                 out_path=str(result.out_path) if result.out_path else None))
             if study_id is not None and result.study_uid:
-                session.execute(update(JobStudy).where(
+                session.execute(upd(JobStudy).where(
                     JobStudy.id == study_id, JobStudy.pseudo_uid.is_(None))
                     .values(pseudo_uid=result.study_uid))
-            session.execute(update(ReceivedInstance).where(
+            session.execute(upd(ReceivedInstance).where(
                 ReceivedInstance.id == int(rkey)).values(
                 status="done" if result.status == "written" else "refused",
                 reason=result.reason_code))
@@ -253,7 +254,7 @@ def deidentify_instance(self: DeidgateTask, instance_id: int) -> dict[str, Any]:
         )
         log.info("instance %d %s (study %s)", instance_id, result.status, result.study_uid)
     with session_scope(settings.db_url) as s:
-        s.execute(update(JobInstance).where(JobInstance.id == instance_id)
+        s.execute(upd(JobInstance).where(JobInstance.id == instance_id)
                   .values(claimed_at=None))
     if study_id is not None and job_id is not None:
         _after_instance(self, study_id, job_id)
@@ -326,7 +327,7 @@ def forward_study(self: DeidgateTask, study_id: int) -> dict[str, Any]:
         return {"status": "skipped"}
     sent = edge.forward(self.settings, dest, paths)
     with session_scope(self.settings.db_url) as s:
-        s.execute(update(JobStudy).where(JobStudy.id == study_id).values(forwarded=True))
+        s.execute(upd(JobStudy).where(JobStudy.id == study_id).values(forwarded=True))
     return {"status": "ok", "sent": sent}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.core.config import Settings
@@ -18,6 +18,7 @@ from service.core.keys import SiteKeys
 from service.db.base import utcnow
 from service.db.models.jobs import TERMINAL_JOB_STATES, DeadLetter, Job, JobInstance, JobStudy
 from service.jobs import orchestrate
+from service.jobs.orchestrate import upd
 from service.jobs.schemas import (
     Counts,
     DeadLetterView,
@@ -93,9 +94,9 @@ def cancel_job(
     job = _load(session, job_id)
     if job.state in TERMINAL_JOB_STATES:
         raise InvalidJobRequest(f"job {job_id} is already {job.state}")
-    session.execute(update(Job).where(Job.id == job_id).values(
+    session.execute(upd(Job).where(Job.id == job_id).values(
         state="cancelled", reason=f"cancelled by {actor}", finished_at=utcnow()))
-    session.execute(update(JobStudy).where(
+    session.execute(upd(JobStudy).where(
         JobStudy.job_id == job_id, JobStudy.state.in_(("pending", "retrieving"))
     ).values(state="cancelled", reason="job cancelled"))
     if keys is not None:
@@ -122,15 +123,15 @@ def retry_job(
     if n_studies and not redo_studies and not redo_inst and job.state == "done":
         raise InvalidJobRequest(f"job {job_id} has nothing to retry")
     new_state = "queued" if n_studies == 0 else "retrieving"
-    session.execute(update(Job).where(Job.id == job_id).values(
+    session.execute(upd(Job).where(Job.id == job_id).values(
         state=new_state, reason=None, finished_at=None, attempts=Job.attempts + 1))
     if redo_studies:
-        session.execute(update(JobStudy).where(JobStudy.id.in_(redo_studies)).values(
+        session.execute(upd(JobStudy).where(JobStudy.id.in_(redo_studies)).values(
             state="pending", reason=None, retrieved=False, attempts=0))
     if redo_inst:
-        session.execute(update(JobInstance).where(JobInstance.id.in_(redo_inst)).values(
+        session.execute(upd(JobInstance).where(JobInstance.id.in_(redo_inst)).values(
             state="pending", reason=None, attempts=0, claimed_at=None))
-    session.execute(update(DeadLetter).where(DeadLetter.job_id == job_id,
+    session.execute(upd(DeadLetter).where(DeadLetter.job_id == job_id,
                                              DeadLetter.state == "dead")
                     .values(state="retried", retried_at=utcnow()))
     if keys is not None:

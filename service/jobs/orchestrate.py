@@ -39,6 +39,11 @@ ACTIVE_STUDY = ("pending", "retrieving", "de-identifying")
 TERMINAL_INSTANCE = ("written", "refused", "failed", "dead-lettered")
 
 
+def upd(model: Any) -> Any:
+    """A conditional UPDATE; the rows are re-read afterwards, so no in-session evaluation."""
+    return update(model).execution_options(synchronize_session=False)
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -116,7 +121,7 @@ def node_exists(session: Session, name: str) -> bool:
 def claim_job(session: Session, job_id: str, stale_s: int) -> Job | None:
     """queued -> resolving (or a resolving job whose worker died)."""
     stale = utcnow() - timedelta(seconds=stale_s)
-    res = session.execute(update(Job).where(
+    res = session.execute(upd(Job).where(
         Job.id == job_id,
         or_(Job.state == "queued", and_(Job.state == "resolving", Job.updated_at < stale)),
     ).values(state="resolving", attempts=Job.attempts + 1, updated_at=utcnow()))
@@ -147,11 +152,11 @@ def add_studies(
                 forwarded=False,
             ))
     if not found and not have:
-        session.execute(update(Job).where(Job.id == job_id, Job.state == "resolving").values(
+        session.execute(upd(Job).where(Job.id == job_id, Job.state == "resolving").values(
             state="failed", reason="no-studies: the PACS returned no matching study",
             finished_at=utcnow()))
     else:
-        session.execute(update(Job).where(Job.id == job_id, Job.state == "resolving")
+        session.execute(upd(Job).where(Job.id == job_id, Job.state == "resolving")
                         .values(state="retrieving"))
     session.commit()
     return list(session.scalars(select(JobStudy.id).where(
@@ -159,7 +164,7 @@ def add_studies(
 
 
 def fail_job(session: Session, job_id: str, reason: str) -> None:
-    session.execute(update(Job).where(Job.id == job_id, Job.state.not_in(TERMINAL_JOB_STATES))
+    session.execute(upd(Job).where(Job.id == job_id, Job.state.not_in(TERMINAL_JOB_STATES))
                     .values(state="failed", reason=reason, finished_at=utcnow()))
     session.commit()
 
@@ -169,13 +174,12 @@ def fail_job(session: Session, job_id: str, reason: str) -> None:
 def claim_study(session: Session, study_id: int, stale_s: int) -> JobStudy | None:
     stale = utcnow() - timedelta(seconds=stale_s)
     active_job = select(Job.id).where(Job.state.not_in(TERMINAL_JOB_STATES)).scalar_subquery()
-    res = session.execute(update(JobStudy).where(
+    res = session.execute(upd(JobStudy).where(
         JobStudy.id == study_id,
         JobStudy.job_id.in_(active_job),
         or_(JobStudy.state == "pending",
             and_(JobStudy.state == "retrieving", JobStudy.updated_at < stale)),
-    ).values(state="retrieving", attempts=JobStudy.attempts + 1, updated_at=utcnow()),
-        execution_options={"synchronize_session": False})
+    ).values(state="retrieving", attempts=JobStudy.attempts + 1, updated_at=utcnow()))
     session.commit()
     if res.rowcount != 1:  # type: ignore[attr-defined]
         return None
@@ -193,14 +197,14 @@ def retrieval_finished(
         values["state"] = "de-identifying"
     else:
         values.update(state="failed", reason=reason or "retrieval incomplete")
-    session.execute(update(JobStudy).where(JobStudy.id == study_id,
+    session.execute(upd(JobStudy).where(JobStudy.id == study_id,
                                            JobStudy.state == "retrieving").values(**values))
     session.commit()
 
 
 def release_study(session: Session, study_id: int) -> None:
     """Give a study back for another attempt (after a transient failure of the move)."""
-    session.execute(update(JobStudy).where(JobStudy.id == study_id,
+    session.execute(upd(JobStudy).where(JobStudy.id == study_id,
                                            JobStudy.state == "retrieving")
                     .values(state="pending"))
     session.commit()
@@ -281,7 +285,7 @@ def claim_instance(session: Session, instance_id: int, stale_s: int) -> JobInsta
     """pending -> processing, or take over a stale claim (its worker died); one winner only."""
     now = utcnow()
     stale = now - timedelta(seconds=stale_s)
-    res = session.execute(update(JobInstance).where(
+    res = session.execute(upd(JobInstance).where(
         JobInstance.id == instance_id,
         or_(JobInstance.state == "pending",
             and_(JobInstance.state.in_(("processing", "written", "refused")),
@@ -298,12 +302,12 @@ def finish_instance(
     reason: str | None = None, pseudo_study_uid: str | None = None,
 ) -> int | None:
     """Record the outcome; returns the study id so the caller can check the study."""
-    session.execute(update(JobInstance).where(JobInstance.id == instance_id).values(
+    session.execute(upd(JobInstance).where(JobInstance.id == instance_id).values(
         state=state, out_path=out_path, reason=reason, claimed_at=None))
     row = session.get(JobInstance, instance_id, populate_existing=True)
     sid = row.study_id if row else None
     if sid is not None and pseudo_study_uid:
-        session.execute(update(JobStudy).where(JobStudy.id == sid,
+        session.execute(upd(JobStudy).where(JobStudy.id == sid,
                                                JobStudy.pseudo_uid.is_(None))
                         .values(pseudo_uid=pseudo_study_uid))
     session.commit()
@@ -311,7 +315,7 @@ def finish_instance(
 
 
 def release_instance(session: Session, instance_id: int) -> None:
-    session.execute(update(JobInstance).where(JobInstance.id == instance_id,
+    session.execute(upd(JobInstance).where(JobInstance.id == instance_id,
                                               JobInstance.state == "processing")
                     .values(state="pending", claimed_at=None))
     session.commit()
@@ -336,7 +340,7 @@ def check_study(session: Session, study_id: int) -> bool:
         new, reason = "failed", f"received {received} of {s.expected} instances"
     else:
         new, reason = "complete", None
-    res = session.execute(update(JobStudy).where(JobStudy.id == study_id,
+    res = session.execute(upd(JobStudy).where(JobStudy.id == study_id,
                                                  JobStudy.state == "de-identifying")
                           .values(state=new, reason=reason))
     session.commit()
@@ -367,7 +371,7 @@ def refresh_job(session: Session, job_id: str) -> str | None:
         else:
             values = {"state": "done", "finished_at": utcnow(), "reason": None}
     if values["state"] != job.state:
-        session.execute(update(Job).where(Job.id == job_id,
+        session.execute(upd(Job).where(Job.id == job_id,
                                           Job.state.not_in(TERMINAL_JOB_STATES)).values(**values))
         session.commit()
     return values["state"]
@@ -392,7 +396,7 @@ def dead_letter(
             st.state, st.reason = "failed", f"dead-lettered: {reason}"
     elif task == "deidgate.resolve_job":
         job_id = target
-        session.execute(update(Job).where(Job.id == target,
+        session.execute(upd(Job).where(Job.id == target,
                                           Job.state.not_in(TERMINAL_JOB_STATES))
                         .values(state="failed", reason=f"dead-lettered: {reason}",
                                 finished_at=utcnow()))
@@ -404,16 +408,16 @@ def dead_letter(
 def revive(session: Session, dl: DeadLetter) -> None:
     """Put the dead-lettered work back to its start state (the caller commits and enqueues)."""
     if dl.task == "deidgate.deidentify_instance":
-        session.execute(update(JobInstance).where(JobInstance.id == int(dl.target)).values(
+        session.execute(upd(JobInstance).where(JobInstance.id == int(dl.target)).values(
             state="pending", reason=None, claimed_at=None, attempts=0))
     elif dl.task == "deidgate.retrieve_study":
-        session.execute(update(JobStudy).where(JobStudy.id == int(dl.target)).values(
+        session.execute(upd(JobStudy).where(JobStudy.id == int(dl.target)).values(
             state="pending", reason=None, retrieved=False, attempts=0))
     elif dl.task == "deidgate.resolve_job":
-        session.execute(update(Job).where(Job.id == dl.target).values(
+        session.execute(upd(Job).where(Job.id == dl.target).values(
             state="queued", reason=None, finished_at=None))
     if dl.job_id:
-        session.execute(update(Job).where(Job.id == dl.job_id, Job.state == "failed")
+        session.execute(upd(Job).where(Job.id == dl.job_id, Job.state == "failed")
                         .values(state="retrieving", reason=None, finished_at=None))
 
 
