@@ -152,9 +152,11 @@ Progress = Callable[[RetrieveProgress], None]
 
 def _find(assoc: Any, ds: Dataset) -> list[Dataset]:
     out: list[Dataset] = []
+    since = time.monotonic()
     for status, ident in assoc.send_c_find(ds, FIND):
         if status is None or "Status" not in status:
-            raise _silent(assoc, "C-FIND")
+            raise _silent(assoc, "C-FIND", since)
+        since = time.monotonic()
         code = int(status.Status)
         if code in PENDING:
             if ident is not None:
@@ -304,19 +306,27 @@ def _identifiers(study_uid: str, plan: dict[str, list[str]] | None) -> list[Data
     return out
 
 
-def _silent(assoc: Any, what: str) -> PacsError:
-    if assoc.is_aborted:
-        return PacsError(f"{what}: the PACS aborted the association", code="pacs-aborted")
-    return PacsError(f"{what}: the PACS stopped answering", code="pacs-timed-out")
+def _silent(assoc: Any, what: str, since: float) -> PacsError:
+    """No response: pynetdicom aborts on its DIMSE timeout too, so time tells the two apart."""
+    waited = time.monotonic() - since
+    limit = float(getattr(assoc, "dimse_timeout", None) or 0)
+    if limit and waited >= 0.9 * limit:
+        return PacsError(f"{what}: no answer from the PACS within {limit:.0f} s",
+                         code="pacs-timed-out")
+    return PacsError(f"{what}: the PACS aborted the association", code="pacs-aborted")
 
 
 def _consume(assoc: Any, responses: Iterable[tuple[Any, Any]], res: _PullResult,
              on_pending: Callable[[int | None], None]) -> None:
+    started = False
+    since = time.monotonic()
     for status, _ident in responses:
         if status is None or "Status" not in status:
-            raise _silent(assoc, "retrieve")
+            raise _silent(assoc, "retrieve", since)
+        since = time.monotonic()
         code = int(status.Status)
         if code in PENDING:
+            started = True
             on_pending(_int(status.get("NumberOfRemainingSuboperations")))
             continue
         res.status = code
@@ -327,8 +337,14 @@ def _consume(assoc: Any, responses: Iterable[tuple[Any, Any]], res: _PullResult,
             raise PacsError("the PACS does not know our AE title as a move destination",
                             code="move-destination-refused", permanent=True)
         if code not in (0x0000, 0xB000) and not 0xA700 <= code <= 0xA7FF:
+            if not started and res.completed == res.failed == res.warning == 0:
+                # refused before sending anything: Orthanc, for one, answers an unknown move
+                # destination with 0xC000 and no sub-operations instead of 0xA801
+                raise PacsError(f"the PACS refused the retrieve before sending anything (status "
+                                f"0x{code:04X}); check that it knows our AE title as a "
+                                f"destination", code="move-refused")
             raise PacsError(f"the retrieve failed with status 0x{code:04X}",
-                            code="pacs-retrieve-failed", permanent=code in (0xA900, 0xC000))
+                            code="pacs-retrieve-failed")
 
 
 def _get_contexts() -> tuple[list[tuple[str, list[str] | None]], list[Any]]:

@@ -6,6 +6,7 @@ Used when ``service.sample.synthetic`` is not available, and for shapes the test
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def make_exam(folder: Path, *, index: int = 0, patient_id: str | None = None,
               cols: int = 48) -> Exam:
     """One screening exam: ``views`` images, one series per view (as many modalities do)."""
     folder.mkdir(parents=True, exist_ok=True)
-    ex = Exam(patient_id=patient_id or f"PID{index:05d}", accession=f"ACC{index:06d}",
+    tag = secrets.token_hex(3)  # unique per call: one PACS may serve many tests
+    ex = Exam(patient_id=patient_id or f"PID{index:05d}{tag}", accession=f"A{index:05d}{tag}",
               study_uid=generate_uid(), study_date=study_date)
     shared_series = generate_uid()
     for i, (lat, view) in enumerate(VIEWS[:views] if views <= 4 else VIEWS * (views // 4 + 1)):
