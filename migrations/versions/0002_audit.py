@@ -66,8 +66,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_audit_mappings"),
         sa.UniqueConstraint("kind", "pseudonym", name="uq_audit_mappings_kind_pseudonym"),
     )
-    op.create_index("ix_audit_mappings_namespace_pseudonym", "audit_mappings",
-                    ["namespace", "pseudonym"])
+    op.create_index("ix_audit_mappings_pseudonym", "audit_mappings", ["pseudonym"])
     op.create_index("ix_audit_mappings_namespace_lookup", "audit_mappings",
                     ["namespace", "lookup_hash"])
     op.create_index("ix_audit_mappings_patient", "audit_mappings", ["patient_pseudonym"])
@@ -116,5 +115,5 @@ def downgrade() -> None:
     op.drop_table("audit_events")
     op.drop_index("ix_audit_mappings_patient", table_name="audit_mappings")
     op.drop_index("ix_audit_mappings_namespace_lookup", table_name="audit_mappings")
-    op.drop_index("ix_audit_mappings_namespace_pseudonym", table_name="audit_mappings")
+    op.drop_index("ix_audit_mappings_pseudonym", table_name="audit_mappings")
     op.drop_table("audit_mappings")

@@ -159,15 +159,15 @@ class AuditStore:
             if seen.setdefault(pseudonym, digest) != digest:
                 raise PseudonymCollision(f"{kind} pseudonym {pseudonym} is given to two "
                                          "different originals within one instance")
-        for ns, wanted in by_ns.items():
-            rows = self.session.execute(
-                select(AuditMapping.kind, AuditMapping.pseudonym, AuditMapping.lookup_hash)
-                .where(AuditMapping.namespace == ns, AuditMapping.pseudonym.in_(list(wanted)))
-            )
-            for kind, pseudonym, digest in rows:
-                if digest != wanted[pseudonym]:
-                    raise PseudonymCollision(
-                        f"{kind} pseudonym {pseudonym} already maps to a different original")
+        everything = {p for wanted in by_ns.values() for p in wanted}
+        rows = self.session.execute(
+            select(AuditMapping.kind, AuditMapping.namespace, AuditMapping.pseudonym,
+                   AuditMapping.lookup_hash).where(AuditMapping.pseudonym.in_(everything)))
+        for kind, ns, pseudonym, digest in rows:  # one query for every namespace
+            expected = by_ns.get(ns, {}).get(pseudonym)
+            if expected is not None and digest != expected:
+                raise PseudonymCollision(
+                    f"{kind} pseudonym {pseudonym} already maps to a different original")
 
     def log_event(self, kind: str, *, actor: str, details: dict[str, Any]) -> None:
         """Append a hash-chained event. ``details`` must hold no PHI: pseudonyms, counts, codes."""

@@ -37,7 +37,7 @@ class AuditMapping(Base):
     __tablename__ = "audit_mappings"
     __table_args__ = (
         UniqueConstraint("kind", "pseudonym", name="uq_audit_mappings_kind_pseudonym"),
-        Index("ix_audit_mappings_namespace_pseudonym", "namespace", "pseudonym"),
+        Index("ix_audit_mappings_pseudonym", "pseudonym"),
         Index("ix_audit_mappings_namespace_lookup", "namespace", "lookup_hash"),
         Index("ix_audit_mappings_patient", "patient_pseudonym"),
     )
