@@ -19,6 +19,13 @@ from tests.api.conftest import bearer
 PHI = ["HANSEN^KARI", "01017012345", "ACC99887766554433", "1.2.826.0.1.3680043.99.123456"]
 
 
+@pytest.fixture()
+def db_url(tmp_path: Path) -> str:
+    """SQLite only here: error shaping happens above the database (the role matrix, auth, jobs
+    and audit tests cover both back-ends), and a PostgreSQL database per case costs seconds."""
+    return f"sqlite:///{tmp_path / 'deidgate.db'}"
+
+
 def _error(r, status: int, code: str) -> str:  # type: ignore[no-untyped-def]
     assert r.status_code == status, r.text
     body = r.json()
