@@ -76,6 +76,7 @@ def test_lookup_returns_originals_and_is_recorded_with_actor_and_reason(
         "/api/v1/audit/lookup", json={"pseudonym": PATIENT_PSN, "reason": REASON}, headers=auditor
     )
     assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
     assert r.json() == {
         "pseudonym": PATIENT_PSN,
         "actor": "token:test-auditor",

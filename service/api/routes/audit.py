@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from service.api.deps import KeysDep, SessionDep, require_role
 from service.api.errors import ApiError
@@ -64,7 +64,9 @@ def patient_mappings(
 
 
 @router.post("/lookup", response_model=LookupResult, summary="Re-identify a pseudonym")
-def lookup(body: LookupRequest, session: SessionDep, keys: KeysDep, who: Auditor) -> LookupResult:
+def lookup(
+    body: LookupRequest, response: Response, session: SessionDep, keys: KeysDep, who: Auditor
+) -> LookupResult:
     """auditor. Returns the original identifiers behind the pseudonym. The reason is
     mandatory and is recorded, with the caller as actor, before anything is decrypted; an
     unknown pseudonym is recorded too (someone asked) and answers 404."""
@@ -74,6 +76,7 @@ def lookup(body: LookupRequest, session: SessionDep, keys: KeysDep, who: Auditor
         raise ApiError(422, exc.code, exc.reason) from None
     if not hits:
         raise ApiError(404, "pseudonym-unknown", "no mapping has this pseudonym")
+    response.headers["Cache-Control"] = "no-store"  # identities must not linger in caches
     return LookupResult(
         pseudonym=body.pseudonym,
         actor=who.actor,
