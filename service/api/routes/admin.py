@@ -69,7 +69,8 @@ def set_ae(
         cfg = ops.set_local_ae(session, settings, **changes)
     except ConfigurationError as exc:
         raise _refusal(exc) from None
-    _record(session, keys, who, "dicom.local-ae-changed", **changes)
+    if changes:
+        _record(session, keys, who, "dicom.local-ae-changed", **changes)
     return LocalAEOut.model_validate(cfg)
 
 
