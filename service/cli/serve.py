@@ -95,7 +95,8 @@ def start_embedded(
         if worker:
             emb.worker = subprocess.Popen(
                 worker_command(settings, concurrency=concurrency), env=settings_env(settings),
-                stdout=log_file, stderr=subprocess.STDOUT if log_file else None)
+                stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
+                start_new_session=True)  # our stop order, not the terminal's Ctrl-C
         if listener:
             from service.dicom.listener import Listener
             from workers.intake import make_on_stored
