@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +106,7 @@ class ChainReport:
 
     events: int = 0
     head_seq: int = 0
+    head_hash: str = GENESIS_HASH  # record it outside the database to anchor later checks
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -143,8 +145,15 @@ class _Row:
     content_ok: bool
 
 
-def verify(session: Session, keys: SiteKeys, *, batch: int = 5000) -> ChainReport:
-    """Recompute every hash and check every link; classify each anomaly by row."""
+def verify(session: Session, keys: SiteKeys, *, anchors: Sequence[tuple[int, str]] = (),
+           batch: int = 5000) -> ChainReport:
+    """Recompute every hash and check every link; classify each anomaly by row.
+
+    ``anchors``: (seq, hash) pairs recorded outside the database earlier (from a previous
+    report's head). Someone with write access and the patience to drop the newest events *and*
+    rewind the head row leaves a chain that is consistent in itself; only an outside record of
+    an earlier head shows it.
+    """
     key = chain_key(keys)
     rows: list[_Row] = []
     stmt = select(AuditEvent.seq, AuditEvent.at, AuditEvent.kind, AuditEvent.actor,
@@ -156,8 +165,14 @@ def verify(session: Session, keys: SiteKeys, *, batch: int = 5000) -> ChainRepor
     # columns, not session.get: the identity map could hold a head older than our own appends
     head = session.execute(select(AuditChainHead.seq, AuditChainHead.hash)
                            .where(AuditChainHead.id == 1)).one_or_none()
-    report = ChainReport(events=len(rows), head_seq=int(head[0]) if head else 0)
+    report = ChainReport(events=len(rows), head_seq=int(head[0]) if head else 0,
+                         head_hash=str(head[1]) if head else GENESIS_HASH)
     report.findings.extend(_classify(rows, (int(head[0]), str(head[1])) if head else None))
+    by_seq = {r.seq: r.hash for r in rows}
+    for seq, digest in anchors:
+        if by_seq.get(seq) != digest.lower():
+            report.findings.append(Finding(seq, "anchor", "does not match the recorded anchor "
+                                           "(the log was truncated or rewritten since)"))
     return report
 
 

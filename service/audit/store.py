@@ -8,7 +8,7 @@ before any original is decrypted, so no caller can see an identity without leavi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -257,5 +257,6 @@ class AuditStore:
         """Who re-identified whom (the pseudonym) and why."""
         return self.events("reidentify")
 
-    def verify_chain(self) -> chain.ChainReport:
-        return chain.verify(self.session, self.keys)
+    def verify_chain(self, *, anchors: Sequence[tuple[int, str]] = ()) -> chain.ChainReport:
+        """See chain.verify; ``anchors`` are (seq, hash) heads recorded outside the database."""
+        return chain.verify(self.session, self.keys, anchors=anchors)

@@ -31,16 +31,27 @@ def _operator() -> str:
 
 
 @audit_app.command("verify")
-def verify(ctx: typer.Context) -> None:
+def verify(
+    ctx: typer.Context,
+    anchor: Annotated[list[str] | None, typer.Option(
+        help="SEQ:HASH printed by an earlier verify and kept outside the database")] = None,
+) -> None:
     """Check the hash chain; exit 1 naming every edited, deleted or reordered row."""
     from service.audit import AuditStore
     from service.db.session import session_scope
 
+    anchors: list[tuple[int, str]] = []
+    for a in anchor or []:
+        seq, _, digest = a.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            fail(f"--anchor must be SEQ:HASH (64 hex digits), got {a!r}")
+        anchors.append((int(seq), digest))
     st = state(ctx)
     with session_scope(st.db_url()) as session:
-        report = AuditStore(session, st.keys()).verify_chain()
+        report = AuditStore(session, st.keys()).verify_chain(anchors=anchors)
     if report.ok:
         typer.echo(f"audit log intact: {report.events} events, head seq {report.head_seq}")
+        typer.echo(f"anchor: {report.head_seq}:{report.head_hash}")
         return
     for line in report.lines():
         typer.echo(line)

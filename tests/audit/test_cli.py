@@ -1,5 +1,8 @@
 """``deidgate audit ...`` end to end through the real console app, DEIDGATE_HOME set."""
 
+# Tampering is raw SQL by design; the values are test constants.
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 import csv
@@ -8,6 +11,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from service.audit import AuditStore
@@ -109,3 +113,18 @@ def test_verify_exit_codes(cli, recorded: str) -> None:  # type: ignore[no-untyp
     assert res.exit_code == 1
     assert "seq 1: deleted" in res.output and "seq 3: edited" in res.output
     assert "first bad seq 1" in res.output
+
+
+def test_verify_anchor_catches_a_consistent_truncation(cli, recorded: str) -> None:  # type: ignore[no-untyped-def]
+    res = cli("audit", "verify")
+    anchor = next(ln for ln in res.output.splitlines() if ln.startswith("anchor: "))[8:]
+    assert anchor.startswith("2:")
+    with session_scope(recorded) as s:
+        first = s.execute(text("SELECT hash FROM audit_events WHERE seq = 1")).scalar_one()
+    # drop the newest event and rewind the head: consistent in itself
+    tamper(recorded, "DELETE FROM audit_events WHERE seq = 2",
+           f"UPDATE audit_chain_head SET seq = 1, hash = '{first}'")
+    assert cli("audit", "verify").exit_code == 0
+    res = cli("audit", "verify", "--anchor", anchor)
+    assert res.exit_code == 1 and "seq 2: anchor" in res.output
+    assert cli("audit", "verify", "--anchor", "nonsense").exit_code != 0
