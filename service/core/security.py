@@ -106,6 +106,8 @@ def create_token(session: Session, *, role: Role | str, name: str | None = None)
             f"unknown role; choose one of {', '.join(r.value for r in Role)}", code="token-role"
         ) from None
     token, prefix = generate_token()
+    while session.scalar(select(ApiToken.id).where(ApiToken.prefix == prefix)) is not None:
+        token, prefix = generate_token()  # 32-bit prefixes: keep them unique, not just likely
     name = name or f"{role.value}-{prefix}"
     if not _NAME_RE.match(name):
         raise TokenError(
