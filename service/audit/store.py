@@ -177,7 +177,9 @@ class AuditStore:
 
     def lookup(self, pseudonym: str, *, reason: str, actor: str) -> list[tuple[str, str]]:
         """Re-identify: [(kind, original)] for ``pseudonym``. Commits the "reidentify" event
-        (operator, reason, pseudonym, match count) *before* decrypting anything."""
+        (operator, reason, pseudonym, match count) *before* decrypting anything. The reason
+        is stored in clear like every event detail: callers ask for a ticket or purpose, not
+        for identifying text."""
         if not reason or not reason.strip():
             raise LookupRefused("a re-identification needs a reason")
         if not actor or not actor.strip():

@@ -104,7 +104,8 @@ def export_mapping(
 def lookup(
     ctx: typer.Context,
     pseudonym: str,
-    reason: Annotated[str, typer.Option(help="why this re-identification is needed")],
+    reason: Annotated[str, typer.Option(
+        help="why this re-identification is needed (stored in clear: no names or IDs here)")],
     operator: Annotated[str | None, typer.Option(help="who asks (default: OS user)")] = None,
 ) -> None:
     """Re-identify a pseudonym. Logged (operator, reason, pseudonym) before it is shown."""
