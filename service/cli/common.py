@@ -20,7 +20,10 @@ class _State:
 
     def keys(self) -> SiteKeys:
         if self._keys is None:
-            self._keys = SiteKeys.load(self.settings.site_key_path)
+            # Generated only at the default location; a configured key file must exist.
+            self._keys = SiteKeys.load(
+                self.settings.site_key_path, create=self.settings.key_file is None
+            )
         return self._keys
 
     def db_url(self) -> str:
