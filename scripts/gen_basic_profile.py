@@ -86,9 +86,11 @@ def _dictionary_name(tag: str) -> str | None:
 # a person name or instance UID in an attribute the table does not list, and Text Value, the
 # free text of SR TEXT content items, which the table does not list either.
 ADDITIONS = [
-    '{tag: "(0040,A160)", name: "Text Value", action: "X", options: {clean-structured-content: clean}, source: deidgate}',
+    '{tag: "(0040,A160)", name: "Text Value", action: "X", '
+    'options: {clean-structured-content: clean}, source: deidgate}',
     '{vr: PN, name: "Any other person name", action: "X", source: deidgate}',
-    '{vr: UI, name: "Any other UID (registered DICOM UIDs are never remapped)", action: "U", source: deidgate}',
+    '{vr: UI, name: "Any other UID (registered DICOM UIDs are never remapped)", action: "U", '
+    'source: deidgate}',
     '{other: true, name: "Any other standard attribute", action: "K", source: deidgate}',
 ]
 
@@ -158,10 +160,10 @@ options: []
 sop_classes:
   accept: any-storage
   refuse:
-    - {{uid: "1.2.840.10008.5.1.4.1.1.104.1", reason: "Encapsulated PDF: document content cannot be de-identified"}}
-    - {{uid: "1.2.840.10008.5.1.4.1.1.104.2", reason: "Encapsulated CDA: document content cannot be de-identified"}}
-    - {{uid: "1.2.840.10008.5.1.4.1.1.104.3", reason: "Encapsulated STL: surface may show the face"}}
-    - {{uid: "1.2.840.10008.5.1.4.1.1.104.4", reason: "Encapsulated OBJ: surface may show the face"}}
+    - {{uid: "1.2.840.10008.5.1.4.1.1.104.1", reason: "Encapsulated PDF: content unchecked"}}
+    - {{uid: "1.2.840.10008.5.1.4.1.1.104.2", reason: "Encapsulated CDA: content unchecked"}}
+    - {{uid: "1.2.840.10008.5.1.4.1.1.104.3", reason: "Encapsulated STL: may show a face"}}
+    - {{uid: "1.2.840.10008.5.1.4.1.1.104.4", reason: "Encapsulated OBJ: may show a face"}}
     - {{uid: "1.2.840.10008.5.1.4.1.1.104.5", reason: "Encapsulated MTL: cannot be checked"}}
     - {{uid: "1.2.840.10008.5.1.4.1.1.66", reason: "Raw Data: opaque content cannot be checked"}}
 rules:

@@ -18,7 +18,9 @@ policy_app = typer.Typer(help="Check and explain de-identification policies.", n
 
 
 @policy_app.command("validate")
-def validate(policy: str = typer.Argument(..., help="policy YAML file or shipped policy name")) -> None:
+def validate(
+    policy: str = typer.Argument(..., help="policy YAML file or shipped policy name"),
+) -> None:
     """Load the policy with all its layers; report errors with file, line and key."""
     from workers.deid.policy import load_policy
 
@@ -35,7 +37,7 @@ def validate(policy: str = typer.Argument(..., help="policy YAML file or shipped
 def explain(
     ctx: typer.Context,
     policy: str = typer.Argument(..., help="policy YAML file or shipped policy name"),
-    dicom_file: Path = typer.Argument(..., exists=True, dir_okay=False),
+    dicom_file: Path = typer.Argument(..., exists=True, dir_okay=False),  # noqa: B008 - typer idiom
     as_json: bool = typer.Option(False, "--json", help="one JSON object per element"),
 ) -> None:
     """Show what each rule would do to DICOMFILE; writes nothing, prints no values."""

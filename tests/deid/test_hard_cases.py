@@ -8,6 +8,7 @@ attributes screening research needs survive and linkage holds across views, exam
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import replace
 from pathlib import Path
@@ -28,10 +29,8 @@ MG = "1.2.840.10008.5.1.4.1.1.1.2"
 
 def _encodings(value: str) -> list[bytes]:
     out = [value.encode("utf-8")]
-    try:
+    with contextlib.suppress(UnicodeEncodeError):
         out.append(value.encode("latin-1"))
-    except UnicodeEncodeError:
-        pass
     return out
 
 
@@ -93,11 +92,11 @@ def test_no_private_no_removed_sequences_no_overlays_or_curves(planted: dict) ->
     tags = [int(e.tag) for e in all_elements(out)]
     assert not [t for t in tags if (t >> 16) % 2 == 1], "private elements left"
     assert not [t for t in tags if 0x5000 <= t >> 16 <= 0x60FF], "curve/overlay elements left"
-    for kw in ("OtherPatientIDsSequence", "OriginalAttributesSequence",
-               "EncapsulatedDocument", "ReferencedPatientPhotoSequence", "DigitalSignaturesSequence",
-               "IconImageSequence", "PatientBirthDate", "OtherPatientNames", "PatientAddress",
-               "InstitutionName", "InstitutionAddress", "StationName", "DeviceSerialNumber",
-               "DetectorID", "OperatorsName", "PerformingPhysicianName", "ReferencedPatientSequence"):
+    for kw in ("OtherPatientIDsSequence", "OriginalAttributesSequence", "EncapsulatedDocument",
+               "ReferencedPatientPhotoSequence", "DigitalSignaturesSequence", "IconImageSequence",
+               "PatientBirthDate", "OtherPatientNames", "PatientAddress", "InstitutionName",
+               "InstitutionAddress", "StationName", "DeviceSerialNumber", "DetectorID",
+               "OperatorsName", "PerformingPhysicianName", "ReferencedPatientSequence"):
         assert kw not in out, kw
     assert 0x04000550 not in out  # ModifiedAttributesSequence
     # RequestAttributesSequence: X, but C under clean-descriptors: kept, every item cleaned
@@ -142,7 +141,8 @@ def test_deidentification_is_declared(planted: dict) -> None:
     out = planted["out"]
     assert out.PatientIdentityRemoved == "YES"
     assert "mammography-screening" in out.DeidentificationMethod
-    codes = {(c.CodeValue, c.CodingSchemeDesignator) for c in out.DeidentificationMethodCodeSequence}
+    seq = out.DeidentificationMethodCodeSequence
+    codes = {(c.CodeValue, c.CodingSchemeDesignator) for c in seq}
     assert codes == {(v, "DCM") for v in
                      ("113100", "113107", "113108", "113105", "113104", "113103", "113101")}
     assert out.LongitudinalTemporalInformationModified == "MODIFIED"
@@ -193,9 +193,14 @@ def _exam(tmp: Path, ident: ExamIdentity, keys: SiteKeys, key_name: str = "a",
     d = engine("mammography-screening", keys, project=project)
     for i, ds in enumerate(make_exam(identity=ident, rows=64, cols=48)):
         src = save(ds, tmp / f"{ident.accession_number}-{i}.dcm")
-        _, res, _ = run(d, src, tmp / "out" / key_name / project / f"{ident.accession_number}-{i}.dcm")
+        dest = tmp / "out" / key_name / project / f"{ident.accession_number}-{i}.dcm"
+        _, res, _ = run(d, src, dest)
         out.append(res)
     return out
+
+
+def _day(da: str) -> dt.date:
+    return dt.date(int(da[:4]), int(da[4:6]), int(da[6:]))
 
 
 def test_linkage_across_views_exams_and_runs(tmp_path: Path, keys: SiteKeys) -> None:
@@ -208,8 +213,7 @@ def test_linkage_across_views_exams_and_runs(tmp_path: Path, keys: SiteKeys) -> 
     assert a[0].StudyInstanceUID != b[0].StudyInstanceUID
     assert {v.PatientID for v in a} == {v.PatientID for v in b}
     assert str(a[0].PatientName) == f"ANON^{a[0].PatientID}"
-    days = (dt.date.fromisoformat(f"{b[0].StudyDate[:4]}-{b[0].StudyDate[4:6]}-{b[0].StudyDate[6:]}")
-            - dt.date.fromisoformat(f"{a[0].StudyDate[:4]}-{a[0].StudyDate[4:6]}-{a[0].StudyDate[6:]}"))
+    days = _day(b[0].StudyDate) - _day(a[0].StudyDate)
     assert days.days == (dt.date(2024, 3, 12) - dt.date(2022, 3, 10)).days
     # a second run (fresh engine, same key) gives the same pseudonyms and UIDs
     again = _exam(tmp_path, first, SiteKeys.from_master(bytes(range(1, 33))), key_name="again")

@@ -222,7 +222,8 @@ def test_yaml_syntax_and_duplicate_key_errors_name_the_line(tmp_path: Path) -> N
 
 
 def test_error_in_a_parent_layer_names_the_parent(tmp_path: Path) -> None:
-    parent = write(tmp_path, "parent.yaml", "name: p\nrules:\n  - {tag: '(0010,0010)', action: ?}\n")
+    parent = write(tmp_path, "parent.yaml",
+                   "name: p\nrules:\n  - {tag: '(0010,0010)', action: ?}\n")
     child = write(tmp_path, "child.yaml", "name: c\nextends: parent.yaml\n")
     with pytest.raises(PolicyError) as ei:
         load_policy(child)

@@ -31,8 +31,9 @@ BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
 NUMERIC_VRS = {"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "DS", "IS", "AT"}
 DUMMY: dict[str, Any] = {
     "AE": "DEIDGATE", "AS": "000Y", "CS": "ANONYMIZED", "DA": "19000101", "DT": "19000101000000",
-    "TM": "000000", "DS": "0", "IS": "0", "LO": "ANONYMIZED", "LT": "ANONYMIZED", "PN": "ANONYMIZED",
-    "SH": "ANONYMIZED", "ST": "ANONYMIZED", "UT": "ANONYMIZED", "UC": "ANONYMIZED", "UR": "",
+    "TM": "000000", "DS": "0", "IS": "0", "LO": "ANONYMIZED", "LT": "ANONYMIZED",
+    "PN": "ANONYMIZED", "SH": "ANONYMIZED", "ST": "ANONYMIZED", "UT": "ANONYMIZED",
+    "UC": "ANONYMIZED", "UR": "https://anonymized.invalid/",
     "FL": 0.0, "FD": 0.0, "US": 0, "SS": 0, "UL": 0, "SL": 0, "UV": 0, "SV": 0, "AT": 0,
     "OB": b"\x00\x00", "OW": b"\x00\x00", "OF": b"\x00\x00\x00\x00", "OD": b"\x00" * 8,
     "OL": b"\x00" * 4, "OV": b"\x00" * 8, "UN": b"\x00\x00",
@@ -103,7 +104,8 @@ def walk(ds: Dataset, ctx: Context, path: str = "", top: bool = True) -> None:
         if kw:
             name = f"{path}{kw}"
         if group == 0x0002:
-            _record(ctx, name, tag, kw, vr, None, Action.REMOVE, Action.REMOVE, "file meta rewritten")
+            _record(ctx, name, tag, kw, vr, None, Action.REMOVE, Action.REMOVE,
+                    "file meta rewritten")
             del ds[tag]
             continue
         if elem_no == 0:
@@ -114,8 +116,7 @@ def walk(ds: Dataset, ctx: Context, path: str = "", top: bool = True) -> None:
         if private and 0x0010 <= elem_no <= 0x00FF:
             continue  # private creators are kept exactly when something in their block is
         creator = _creator(ds, tag) if private else None
-        if private:
-            name = f"{path}{_tag_text(tag)}[{creator or '?'}]"
+        # private paths name the tag only: a private creator string can name the hospital
         rule = ctx.rules.match(tag, vr, creator)
         known = private or dictionary_has_tag(tag) or repeater_has_tag(tag)
         if not known and tag not in ctx.rules.exact:
@@ -301,7 +302,7 @@ def _tidy(ds: Dataset) -> None:
     """Drop private creators with nothing left in their block, and overlays / curves whose
     data element is gone (a description of a bitmap that no longer exists is not conformant, and
     its labels are free text)."""
-    tags = [int(t) for t in ds.keys()]
+    tags = [int(t) for t in ds.keys()]  # noqa: SIM118 - a snapshot; ds changes below
     present = set(tags)
     for t in tags:
         group, elem_no = t >> 16, t & 0xFFFF

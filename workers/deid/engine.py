@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +83,8 @@ class Deidentifier:
         for kind, kw in (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"),
                          ("instance", "SOPInstanceUID")):
             if prep.original.get(kind):
-                mappings.append(Mapping(kind, prep.original[kind], str(ds.get(kw, ""))))  # type: ignore[arg-type]
+                new = str(ds.get(kw, ""))
+                mappings.append(Mapping(kind, prep.original[kind], new))  # type: ignore[arg-type]
         acc_new = str(ds.get("AccessionNumber", "") or "")
         if prep.original.get("accession") and acc_new:
             mappings.append(Mapping("accession", prep.original["accession"], acc_new))
@@ -209,7 +209,8 @@ class Deidentifier:
             return
         opts = self.policy.options
         ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = (m.method or f"deidgate {self.policy.name} {self.policy.version}")[:64]
+        method = m.method or f"deidgate {self.policy.name} {self.policy.version}"
+        ds.DeidentificationMethod = method[:64]
         codes = [CID7050["basic"]] + [
             CID7050[o.value] for o in Option
             if o in opts and (o is not Option.CLEAN_PIXEL_DATA or self.policy.pixels_enabled)
@@ -339,7 +340,8 @@ def _copy_range(c: _Copy, out: Any) -> None:
             while remaining:
                 buf = f.read(min(remaining, 1 << 20))
                 if not buf:
-                    raise PolicyRefused("source shrank while copying pixel data", code="io") from None
+                    raise PolicyRefused("source shrank while copying pixel data",
+                                        code="io") from None
                 out.write(buf)
                 remaining -= len(buf)
         out.flush()

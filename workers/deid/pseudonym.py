@@ -33,7 +33,7 @@ class Pseudonymizer:
         return self.prefix + base64.b32encode(digest).decode("ascii")[: self.chars]
 
     def patient_name(self, pseudonym: str) -> str:
-        """A PN value carrying nothing but the pseudonym: family name = prefix, given = pseudonym."""
+        """A PN carrying nothing but the pseudonym: family name = prefix, given = pseudonym."""
         return f"{self.name_prefix}^{pseudonym}"
 
     def value(self, kind: str, original: str, vr: str) -> str:

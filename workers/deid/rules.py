@@ -64,7 +64,8 @@ class RuleSet:
                 self.other = rule
             for act in (rule.action, *rule.options.values()):
                 if act is Action.SAFE_PRIVATE and not (rule.private or rule.private_creator):
-                    raise PolicyError(f"rule {rule.describe()}: safe-private applies to private only")
+                    raise PolicyError(
+                        f"rule {rule.describe()}: safe-private applies to private attributes only")
         self.patterns.sort(key=lambda pr: -pr[0].specificity)
         self.safe_private = {(s.creator.strip(), int(s.element, 16)) for s in policy.safe_private}
 

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-DEFAULT_VOCABULARY = """
+_VOCABULARY_TEXT = """
 l r lt rt left right bilateral bilat unilateral both
 cc mlo ml lm lmo xccl xccm xcc fb sio at rl rm id cv spot mag magnification compression
 implant implants displaced eklund view views projection projections
@@ -35,9 +35,14 @@ and or with without the a an in on to at by of from
 fuji hologic ge siemens philips agfa carestream kodak planmed ims giotto
 selenia dimensions senographe pristina essential mammomat inspiration revelation amulet
 cad ai score
-""".split()
+"""
+DEFAULT_VOCABULARY: tuple[str, ...] = tuple(_VOCABULARY_TEXT.split())
 
 _TOKEN = re.compile(r"[\w\-]+|[^\w\s]", re.UNICODE)
+_FUNCTION_WORDS = frozenset(
+    {"and", "or", "with", "without", "the", "a", "an", "in", "on", "to", "at", "by", "of",
+     "from", "for", "no"})
+_PUNCT = {",", "/", "+", ":", ";", "."}
 _SAFE_DIGITS = re.compile(r"^(\d|[23]d)$", re.IGNORECASE)
 
 
@@ -59,12 +64,13 @@ class TextCleaner:
                 folded = _fold(tok)
                 if folded in phi_tokens:
                     continue
-                if folded in self.vocabulary or _SAFE_DIGITS.match(tok):
+                safe = folded in self.vocabulary or _SAFE_DIGITS.match(tok)
+                if safe or (tok in _PUNCT and words):
                     words.append(tok)
-                elif tok in {"(", ")", ",", "/", "+", ":", ";", "."} and words:
-                    words.append(tok)
-            while words and not _word(words[-1]):
-                words.pop()
+            while words and (not _word(words[-1]) or _fold(words[-1]) in _FUNCTION_WORDS):
+                words.pop()  # "L CC by" (a name was dropped after it) reads as a fragment
+            while words and _fold(words[0]) in _FUNCTION_WORDS - {"no"}:
+                words.pop(0)
             if words:
                 kept.append(_join(words))
         return "\n".join(kept)
