@@ -89,8 +89,8 @@ def _creator(ds: Dataset, tag: int) -> str | None:
 
 def walk(ds: Dataset, ctx: Context, path: str = "", top: bool = True) -> None:
     """Apply the policy to ``ds`` in place (items of sequences included)."""
-    for tag in list(ds.keys()):
-        tag = int(tag)
+    for base_tag in list(ds.keys()):
+        tag = int(base_tag)
         group, elem_no = tag >> 16, tag & 0xFFFF
         name = f"{path}{_tag_text(tag)}"
         try:

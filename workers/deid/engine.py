@@ -275,7 +275,10 @@ class Deidentifier:
         span = src.pixel if src is not None else None
         pixel_tag = span.tag if span is not None else 0x7FE00010
         before, after = Dataset(), Dataset()
+        reencoded = pixel is not None and pixel.action == "blanked"
         for elem in ds.elements():
+            if reencoded and int(elem.tag) in _OFFSET_TABLES:
+                continue  # offsets into the old fragments would point into the new ones
             (before if int(elem.tag) < pixel_tag else after)[elem.tag] = elem  # type: ignore[index]
         before.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian,
                                      ds.get("SpecificCharacterSet"))
@@ -305,6 +308,7 @@ class _Copy:
     length: int
 
 
+_OFFSET_TABLES = {0x7FE00001, 0x7FE00002}  # Extended Offset Table and its lengths
 _META_KEPT = {"FileMetaInformationVersion", "MediaStorageSOPClassUID",
               "MediaStorageSOPInstanceUID", "TransferSyntaxUID", "ImplementationClassUID",
               "ImplementationVersionName"}

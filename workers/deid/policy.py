@@ -228,7 +228,7 @@ class Rule(_Strict):
     def selector_key(self) -> str:
         """Identity used to merge layers: a keyword and its tag are one selector."""
         if self.keyword is not None:
-            tag = tag_for_keyword(self.keyword)
+            tag = int(tag_for_keyword(self.keyword) or 0)  # validated: the keyword exists
             return f"tag:({tag >> 16:04x},{tag & 0xFFFF:04x})"
         if self.tag is not None:
             return f"tag:{self.tag}"

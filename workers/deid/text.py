@@ -59,7 +59,7 @@ class TextCleaner:
         """Keep vocabulary words and harmless separators; drop everything else."""
         kept: list[str] = []
         for line in value.replace("\r", "\n").split("\n"):
-            words = []
+            words: list[str] = []
             for tok in _TOKEN.findall(line):
                 folded = _fold(tok)
                 if folded in phi_tokens:
