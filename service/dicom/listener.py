@@ -22,7 +22,7 @@ from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.db.models.dicom import AssociationAttempt
 from service.db.session import get_sessionmaker, session_scope
-from service.dicom import admin
+from service.dicom import admin, fastio
 from service.dicom.ingest import OnStored, StoreSink
 from service.dicom.sopclasses import STORAGE, TRANSFER_SYNTAXES, VERIFICATION
 from service.dicom.spool import Spool
@@ -126,6 +126,7 @@ class Listener:
     # --- lifecycle ------------------------------------------------------------------------
 
     def _make_ae(self) -> AE:
+        fastio.install()
         c = self.config
         ae = AE(ae_title=c.ae_title)
         ae.maximum_pdu_size = c.max_pdu

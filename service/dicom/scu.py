@@ -18,6 +18,7 @@ from typing import Any
 from pynetdicom import AE
 
 from service.core.errors import Retryable
+from service.dicom import fastio
 from service.dicom.admin import NodeConfig
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def _failure(node: NodeConfig, assoc: Any, timeouts: Timeouts) -> PacsError:
 
 
 def make_ae(local_ae: str, timeouts: Timeouts) -> AE:
+    fastio.install()
     ae = AE(ae_title=local_ae)
     ae.acse_timeout = timeouts.connect
     ae.connection_timeout = timeouts.connect

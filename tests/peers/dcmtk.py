@@ -32,7 +32,7 @@ def storescp(folder: Path, *, ae_title: str = "STORESCP", max_pdu: int = 131_072
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     proc = subprocess.Popen(["storescp", "-aet", ae_title, "-pdu", str(max_pdu), "-od",
-                             str(folder), "-uf", "+xa", str(port)],
+                             str(folder), "-uf", "+B", "+xa", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
