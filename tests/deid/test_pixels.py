@@ -95,7 +95,9 @@ def test_multi_line_text_on_other_views(view: str, laterality: str) -> None:
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
 @pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, J2K, JLS, RLE])
 def test_text_free_image_is_unchanged_without_new_bytes(ts: str, photometric: str) -> None:
-    ds, _ = make_mammogram_with_truth(transfer_syntax=ts, photometric=photometric)
+    # 1024 rows: from there on JPEG 2000 is looked at through its LL band (no full decode).
+    ds, _ = make_mammogram_with_truth(transfer_syntax=ts, photometric=photometric, rows=1024,
+                                      cols=832)
     decision = run(ds)
     assert decision.action == "unchanged"
     assert decision.new_pixel_data is None and decision.new_transfer_syntax is None
@@ -161,7 +163,7 @@ def test_multi_frame_is_cleaned_per_frame() -> None:
 
 
 def test_multi_frame_jpeg2000_without_text_needs_no_decode() -> None:
-    ds, _ = make_mammogram_with_truth(frames=2, transfer_syntax=J2K)
+    ds, _ = make_mammogram_with_truth(frames=2, transfer_syntax=J2K, rows=1024, cols=832)
     decision = run(ds)
     assert decision.action == "unchanged" and decision.decode_count == 0
 

@@ -212,3 +212,181 @@ def encode(
         else:
             out.append(bytes(frame))
     return encapsulate(out, has_bot=len(out) > 1)
+
+
+# ---------------------------------------------------------------- JPEG 2000 LL band, cheaply
+#
+# For the common layout (one tile, one component, one quality layer, resolution-first
+# progression, reversible wavelet, plain code-blocks), the lowest-resolution packet sits at the
+# very start of the tile data. Parsing that one packet header gives its length; a new codestream
+# with the same parameters but zero decomposition levels and only that packet decodes to exactly
+# the LL band (what OpenJPEG's resolution reduction returns) while reading ~20 kB instead of the
+# whole image. Anything else falls back to ``reduced_j2k``.
+
+
+class _Bits:
+    """JPEG 2000 packet-header bit reader (a 0xFF byte is followed by 7 bits)."""
+
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data, self.pos, self.buf, self.ct = data, pos, 0, 0
+
+    def bit(self) -> int:
+        if self.ct == 0:
+            self.buf = (self.buf << 8) & 0xFFFF
+            self.ct = 7 if self.buf == 0xFF00 else 8
+            self.buf |= self.data[self.pos]
+            self.pos += 1
+        self.ct -= 1
+        return (self.buf >> self.ct) & 1
+
+    def bits(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            v = (v << 1) | self.bit()
+        return v
+
+    def align(self) -> int:
+        if (self.buf & 0xFF) == 0xFF:
+            self.buf = (self.buf << 8) & 0xFFFF
+            self.buf |= self.data[self.pos]
+            self.pos += 1
+        self.ct = 0
+        return self.pos
+
+
+class _TagTree:
+    def __init__(self, w: int, h: int) -> None:
+        self.levels: list[tuple[int, int]] = [(w, h)]
+        while w > 1 or h > 1:
+            w, h = (w + 1) // 2, (h + 1) // 2
+            self.levels.append((w, h))
+        self.value = [[999] * (lw * lh) for lw, lh in self.levels]
+        self.low = [[0] * (lw * lh) for lw, lh in self.levels]
+
+    def decode(self, bits: _Bits, x: int, y: int, threshold: int) -> bool:
+        path = []
+        for lvl, (lw, _) in enumerate(self.levels):
+            path.append((lvl, (y >> lvl) * lw + (x >> lvl)))
+        low = 0
+        for lvl, i in reversed(path):
+            if low > self.low[lvl][i]:
+                self.low[lvl][i] = low
+            else:
+                low = self.low[lvl][i]
+            while low < threshold and low < self.value[lvl][i]:
+                if bits.bit():
+                    self.value[lvl][i] = low
+                else:
+                    low += 1
+            self.low[lvl][i] = low
+        return self.value[0][y * self.levels[0][0] + x] < threshold
+
+
+def _num_passes(b: _Bits) -> int:
+    if not b.bit():
+        return 1
+    if not b.bit():
+        return 2
+    n = b.bits(2)
+    if n != 3:
+        return 3 + n
+    n = b.bits(5)
+    return 6 + n if n != 31 else 37 + b.bits(7)
+
+
+def _segments(data: bytes) -> tuple[list[tuple[int, int, int]], int]:
+    """Main-header marker segments (marker, start, end) and the offset of the first SOT."""
+    pos, out = 2, []
+    while pos + 4 <= len(data):
+        marker = int.from_bytes(data[pos : pos + 2], "big")
+        if marker == 0xFF90:
+            return out, pos
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        out.append((marker, pos, pos + 2 + length))
+        pos += 2 + length
+    raise ValueError("no SOT")
+
+
+def ll_band_j2k(stream: bytes | memoryview) -> tuple[np.ndarray, int] | None:
+    """(LL band, decomposition levels) from the first packet only, or None if not applicable."""
+    try:
+        return _ll_band(bytes(stream[:65536]), stream)
+    except (ValueError, IndexError, struct.error, RuntimeError):
+        return None
+
+
+def _ll_band(head: bytes, stream: bytes | memoryview) -> tuple[np.ndarray, int] | None:
+    if head[:4] != b"\xff\x4f\xff\x51":
+        return None
+    segs, sot = _segments(head)
+    kinds = {m for m, _, _ in segs}
+    if kinds - {0xFF51, 0xFF52, 0xFF5C, 0xFF64, 0xFF55, 0xFF57}:  # COC QCC RGN POC PPM CAP...
+        return None
+    siz = next(head[s:e] for m, s, e in segs if m == 0xFF51)
+    cod = next(head[s:e] for m, s, e in segs if m == 0xFF52)
+    qcd = next(head[s:e] for m, s, e in segs if m == 0xFF5C)
+    xs, ys, xo, yo, xt, yt, xto, yto = struct.unpack_from(">8I", siz, 6)
+    ncomp = struct.unpack_from(">H", siz, 38)[0]
+    if ncomp != 1 or xo or yo or xto or yto or xt < xs or yt < ys or siz[41:43] != b"\x01\x01":
+        return None
+    scod, prog, layers, _mct, levels, _cbw, _cbh, cbstyle, transform = struct.unpack_from(
+        ">BBHBBBBBB", cod, 4)
+    if layers != 1 or prog not in (0, 1, 2) or transform != 1 or cbstyle & 0x7F or levels == 0:
+        return None
+    cbw, cbh = 1 << (cod[10] + 2), 1 << (cod[11] + 2)
+    w, h = -(-xs // (1 << levels)), -(-ys // (1 << levels))
+    # Tile-part: SOT (12 bytes) directly followed by SOD, then the packets.
+    if head[sot + 12 : sot + 14] != b"\xff\x93":
+        return None
+    pos = sot + 14
+    if scod & 0x02 and head[pos : pos + 2] == b"\xff\x91":
+        pos += 6
+    bits = _Bits(head, pos)
+    total = 0
+    if bits.bit():
+        # With one precinct per resolution (default), r0 has one precinct holding all blocks.
+        if scod & 0x01 and (cod[14] & 0x0F) < 15 and (1 << (cod[14] & 0x0F)) < max(w, h):
+            return None
+        nx, ny = -(-w // cbw), -(-h // cbh)
+        incl, zero = _TagTree(nx, ny), _TagTree(nx, ny)
+        for y in range(ny):
+            for x in range(nx):
+                if not incl.decode(bits, x, y, 1):
+                    continue
+                i = 0
+                while not zero.decode(bits, x, y, i):
+                    i += 1
+                passes = _num_passes(bits)
+                lblock = 3
+                while bits.bit():
+                    lblock += 1
+                total += bits.bits(lblock + passes.bit_length() - 1)
+    end = bits.align()
+    if scod & 0x04:
+        if head[end : end + 2] != b"\xff\x92":
+            return None
+        end += 2
+    end += total
+    packet = bytes(stream[sot + 14 : end])
+    if len(packet) != end - sot - 14:
+        return None
+    new_siz = bytearray(siz)
+    struct.pack_into(">8I", new_siz, 6, w, h, 0, 0, w, h, 0, 0)
+    new_cod = bytearray(cod[:14])
+    new_cod[9] = 0  # no decomposition levels: the LL band is the image
+    if scod & 0x01:
+        new_cod += cod[14:15]
+    struct.pack_into(">H", new_cod, 2, len(new_cod) - 2)
+    style = qcd[4] & 0x1F
+    first = qcd[:6] if style == 0 else qcd[:7]
+    new_qcd = bytearray(first)
+    struct.pack_into(">H", new_qcd, 2, len(new_qcd) - 2)
+    sot_seg = struct.pack(">HHHIBB", 0xFF90, 10, 0, 12 + 2 + len(packet), 0, 1)
+    mini = (b"\xff\x4f" + bytes(new_siz) + bytes(new_cod) + bytes(new_qcd) + sot_seg
+            + b"\xff\x93" + packet + b"\xff\xd9")
+    from openjpeg import decode as j2k_decode
+
+    arr = j2k_decode(mini)
+    if arr.shape != (h, w):
+        return None
+    return arr, levels
