@@ -360,8 +360,10 @@ def run_sweep(settings: Settings, *, startup: bool = False) -> dict[str, int]:
                     queue=orc.deid_queue(settings, inode or node))
     for iid in linked:
         orc.enqueue(settings, "deidgate.deidentify_instance", iid, queue=orc.deid_queue(settings))
+    for sid, jid in res.completed:
+        study_complete(settings, sid, jid)
     counts = {"jobs": len(res.jobs), "studies": len(res.studies),
-              "instances": len(res.instances) + len(linked), "checked": res.checked}
+              "instances": len(res.instances) + len(linked), "completed": len(res.completed)}
     if any(counts.values()):
         log.info("sweep re-enqueued %s", counts)
     return counts

@@ -427,47 +427,65 @@ class SweepResult:
     studies: list[int]
     instances: list[tuple[int, str]]
     unlinked: list[int]
-    checked: int
+    completed: list[tuple[int, str]]  # (study, job) completed by the sweep's own check
 
 
 def sweep(session: Session, *, stale_s: int, startup: bool = False) -> SweepResult:
     """Find unfinished work whose task may have been lost (worker killed, broker restarted).
 
-    Stale means untouched for ``stale_s`` seconds; at a worker's start-up every pending row is
-    taken, since nothing could have been in flight on a machine that just started (claims still
-    stop a live worker elsewhere from being duplicated).
+    Stale means untouched for ``stale_s`` seconds. A stale claim (its worker presumed dead) goes
+    back to its start state; every row picked is touched, so the next sweep leaves it alone for
+    another ``stale_s`` while its new message waits in the queue (no flood of duplicates under
+    a backlog). At a worker's start-up every pending row is picked: messages may have been lost
+    with the broker; claims make any duplicate harmless.
     """
     now = utcnow()
     stale = now - timedelta(seconds=stale_s)
     fresh_ok = now + timedelta(days=1) if startup else stale
-    jobs = list(session.scalars(select(Job.id).where(or_(
-        and_(Job.state == "queued", Job.updated_at < fresh_ok),
-        and_(Job.state == "resolving", Job.updated_at < stale)))))
-    active = select(Job.id).where(Job.state.not_in(TERMINAL_JOB_STATES)).scalar_subquery()
     move_stale = stale - timedelta(seconds=3 * stale_s)  # a C-MOVE legitimately takes a while
+    # claims whose holder is presumed dead go back to their start state
+    session.execute(upd(Job).where(Job.state == "resolving", Job.updated_at < stale)
+                    .values(state="queued", updated_at=stale - timedelta(seconds=1)))
+    session.execute(upd(JobStudy).where(JobStudy.state == "retrieving",
+                                        JobStudy.updated_at < move_stale)
+                    .values(state="pending", updated_at=stale - timedelta(seconds=1)))
+    session.execute(upd(JobInstance).where(JobInstance.state == "processing",
+                                           JobInstance.claimed_at < stale)
+                    .values(state="pending", claimed_at=None,
+                            updated_at=stale - timedelta(seconds=1)))
+    session.commit()
+    jobs = list(session.scalars(select(Job.id).where(Job.state == "queued",
+                                                     Job.updated_at < fresh_ok)))
+    active = select(Job.id).where(Job.state.not_in(TERMINAL_JOB_STATES)).scalar_subquery()
     studies = list(session.scalars(select(JobStudy.id).where(
-        JobStudy.job_id.in_(active),
-        or_(and_(JobStudy.state == "pending", JobStudy.updated_at < fresh_ok),
-            and_(JobStudy.state == "retrieving", JobStudy.updated_at < move_stale)),
-    ).order_by(JobStudy.id)))
-    inst_q = select(JobInstance.id, JobInstance.node).where(
-        or_(and_(JobInstance.state == "pending", JobInstance.updated_at < fresh_ok),
-            and_(JobInstance.state == "processing", JobInstance.claimed_at < stale))
-    ).order_by(JobInstance.id)
-    instances = [(i, n) for i, n in session.execute(inst_q)]
-    inst_q2 = select(JobInstance.id, JobInstance.node).where(  # committed, source not yet removed
-        JobInstance.state.in_(("written", "refused")), JobInstance.claimed_at < stale)
-    instances += [(i, n) for i, n in session.execute(inst_q2)]
+        JobStudy.job_id.in_(active), JobStudy.state == "pending",
+        JobStudy.updated_at < fresh_ok).order_by(JobStudy.id)))
+    instances = [(i, n) for i, n in session.execute(
+        select(JobInstance.id, JobInstance.node).where(or_(
+            and_(JobInstance.state == "pending", JobInstance.updated_at < fresh_ok),
+            # committed, but the identified source may not have been removed yet
+            and_(JobInstance.state.in_(("written", "refused")),
+                 JobInstance.claimed_at < stale, JobInstance.updated_at < stale),
+        )).order_by(JobInstance.id))]
     unlinked = list(session.scalars(select(ReceivedInstance.id).where(
         ReceivedInstance.status == "received", ReceivedInstance.received_at < fresh_ok,
     ).order_by(ReceivedInstance.id)))
+    if jobs:
+        session.execute(upd(Job).where(Job.id.in_(jobs)).values(updated_at=now))
+    if studies:
+        session.execute(upd(JobStudy).where(JobStudy.id.in_(studies)).values(updated_at=now))
+    if instances:
+        session.execute(upd(JobInstance).where(JobInstance.id.in_([i for i, _ in instances]))
+                        .values(updated_at=now))
+    session.commit()
     # studies whose last instance finished while the completion check was lost
-    checked = 0
-    for sid in list(session.scalars(select(JobStudy.id).where(
+    completed = []
+    for sid, jid in list(session.execute(select(JobStudy.id, JobStudy.job_id).where(
             JobStudy.state == "de-identifying", JobStudy.retrieved.is_(True)))):
-        checked += check_study(session, sid)
+        if check_study(session, sid):
+            completed.append((sid, jid))
     for jid in list(session.scalars(select(Job.id).where(
             Job.state.in_(("retrieving", "de-identifying", "scoring"))))):
         refresh_job(session, jid)
     return SweepResult(jobs=jobs, studies=studies, instances=instances, unlinked=unlinked,
-                       checked=checked)
+                       completed=completed)

@@ -150,6 +150,11 @@ def gateway(tmp: Path, settings: Settings, *, n_exams: int = 3, api: bool = True
                 wait_port(settings.dicom_port)
             yield gw
         finally:
+            if emb.worker is not None:  # tests need no warm shutdown; `serve` has its own test
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(emb.worker.pid, signal.SIGKILL)
+                emb.worker.wait(timeout=10)
+                emb.worker = None
             emb.stop(timeout=20)
             for w in gw.extra_workers:
                 with contextlib.suppress(ProcessLookupError):
