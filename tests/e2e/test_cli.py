@@ -1,0 +1,90 @@
+"""The one-command modes as a user runs them: `deidgate demo --exit-when-done` on an empty data
+folder, and `deidgate serve` stopping cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.peers.net import free_port, wait_port
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "service.cli.main"]
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEIDGATE_")}
+    env.update(DEIDGATE_HOME=str(home), **extra)
+    return env
+
+
+def test_demo_on_a_fresh_data_folder(tmp_path: Path) -> None:
+    home = tmp_path / "data"
+    env = _env(home, DEIDGATE_API_PORT=str(free_port()), DEIDGATE_DICOM_PORT=str(free_port()),
+               DEIDGATE_DICOM_HOST="127.0.0.1")
+    res = subprocess.run([*CLI, "demo", "--exams", "2", "--exit-when-done", "--timeout", "120"],
+                         env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    out = res.stdout
+    assert "done: studies 2/2 complete; instances 8/8 done" in out + res.stderr
+    assert re.search(r"API +http://127\.0\.0\.1:\d+/api/v1", out)
+    assert re.search(r"staff token +dgt_", out)
+    outputs = list((home / "output").rglob("*.dcm"))
+    assert len(outputs) == 8
+    assert not [p for p in (home / "spool").iterdir() if p.is_file()]
+    # the synthetic women's names never reach the output or the console
+    from service.sample.synthetic import default_identity
+
+    for n in range(2):
+        ident = default_identity(n)
+        assert ident.patient_id not in out + res.stderr
+        for p in outputs:
+            assert ident.patient_id.encode() not in p.read_bytes()
+
+
+def test_serve_starts_everything_and_stops_on_sigterm(tmp_path: Path) -> None:
+    api_port, dicom_port = free_port(), free_port()
+    env = _env(tmp_path / "data", DEIDGATE_API_PORT=str(api_port),
+               DEIDGATE_DICOM_PORT=str(dicom_port), DEIDGATE_DICOM_HOST="127.0.0.1")
+    proc = subprocess.Popen([*CLI, "serve", "--concurrency", "1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_port(api_port, timeout=60)
+        wait_port(dicom_port, timeout=30)
+        r = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/jobs", timeout=10)
+        assert r.status_code == 401  # the API is up and refuses the unauthenticated
+        time.sleep(2)  # let the worker finish starting
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    assert "stopped" in text
+    # nothing left listening, no worker left behind
+    for port in (api_port, dicom_port):
+        with pytest.raises(OSError):
+            wait_port(port, timeout=0.5)
+    assert _processes_with_home(tmp_path / "data") == []
+
+
+def _processes_with_home(home: Path) -> list[int]:
+    """Processes (a worker and its pool children) whose environment names this data folder."""
+    needle = f"DEIDGATE_HOME={home}".encode()
+    found = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in env.read_bytes().split(b"\0"):
+                found.append(int(env.parent.name))
+        except OSError:
+            continue
+    return found
