@@ -23,6 +23,7 @@ from service.dicom.ident import uid_key
 from service.dicom.parse import Malformed, read_header
 from service.dicom.sopclasses import IMAGE_CLASSES, STORAGE
 from service.dicom.spool import Spool, SpoolFull
+from service.dicom.stream import StreamWriter
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ class StoreSink:
     """Receives C-STORE requests into the spool; safe to share between association threads."""
 
     def __init__(self, *, db_url: str, keys: SiteKeys, spool: Spool,
-                 on_stored: OnStored | None = None) -> None:
+                 on_stored: OnStored | None = None, stream: StreamWriter | None = None) -> None:
         self.db_url = db_url
+        self.stream = stream
         self.keys = keys
         self.spool = spool
         self.on_stored = on_stored
@@ -63,6 +65,9 @@ class StoreSink:
             return SOP_CLASS_NOT_SUPPORTED
         stream: BytesIO = req.DataSet
         data = stream.getbuffer()
+        part = self.stream.take(event.assoc, str(req.AffectedSOPInstanceUID)) \
+            if self.stream is not None else None
+        committed_part = False
         try:
             ts = str(event.context.transfer_syntax)
             try:
@@ -80,15 +85,25 @@ class StoreSink:
             sop_key = uid_key(self.keys, header.sop_instance_uid)
             if self._known(sop_key):
                 return SUCCESS  # idempotent: already durable, no second file
-            meta = _PREAMBLE + encode_file_meta(event.file_meta)
+            streamed = part is not None and part.complete and \
+                part.size == part.meta_len + len(data)
             try:
-                self.spool.check_room(len(meta) + len(data))
+                self.spool.check_room(0 if streamed else len(data) + 512)
             except SpoolFull:
                 log.warning("refused C-STORE from %s: spool below free-space floor", calling)
                 return OUT_OF_RESOURCES
-            path, size = self.spool.write((meta, data))
+            if streamed and part is not None:  # already written while it arrived
+                fd, part.fd = part.fd, -1
+                committed_part = True
+                path, size = self.spool.commit_part(part.path, fd), part.size
+            else:
+                meta = _PREAMBLE + encode_file_meta(event.file_meta)
+                path, size = self.spool.write((meta, data))
         finally:
             data.release()
+            if part is not None and not committed_part:  # never leave it behind
+                part.close()
+                self.spool.discard(part.path)
         row = ReceivedInstance(
             sop_key=sop_key,
             series_key=uid_key(self.keys, header.series_uid),

@@ -26,6 +26,7 @@ from service.dicom import admin, fastio
 from service.dicom.ingest import OnStored, StoreSink
 from service.dicom.sopclasses import STORAGE, TRANSFER_SYNTAXES, VERIFICATION
 from service.dicom.spool import Spool
+from service.dicom.stream import StreamWriter
 
 log = logging.getLogger(__name__)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output echoes identifiers
@@ -92,6 +93,7 @@ class ListenerConfig:
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0  # idle time before a silent peer is dropped
     allow_cache_s: float = 5.0
+    stream_writes: bool = True  # write to the spool as PDUs arrive (see service.dicom.stream)
 
 
 class Listener:
@@ -102,7 +104,9 @@ class Listener:
                  on_stored: OnStored | None = None) -> None:
         self.config = config
         self.db_url = db_url
-        self.sink = StoreSink(db_url=db_url, keys=keys, spool=spool, on_stored=on_stored)
+        self.stream = StreamWriter(spool) if config.stream_writes else None
+        self.sink = StoreSink(db_url=db_url, keys=keys, spool=spool, on_stored=on_stored,
+                              stream=self.stream)
         self.allow_list = AllowList(db_url, ttl=config.allow_cache_s)
         self._server: ThreadedAssociationServer | None = None
 
@@ -149,6 +153,7 @@ class Listener:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self.sink.handle_store),
             (evt.EVT_C_ECHO, lambda event: 0x0000),
+            *(self.stream.handlers() if self.stream is not None else []),
         ]
         self._server = ae.start_server((self.config.host, self.config.port), block=False,
                                        evt_handlers=handlers)

@@ -61,6 +61,22 @@ class Spool:
         self._fsync_dir()
         return final, size
 
+    def open_part(self) -> tuple[Path, int]:
+        """A new ``.part`` file (random name) for a dataset still arriving: (path, fd)."""
+        path = self.root / f".{secrets.token_hex(16)}{_PART}"
+        return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def commit_part(self, path: Path, fd: int) -> Path:
+        """fsync, close, rename to a final name, fsync the folder: now durable."""
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = self.root / f"{secrets.token_hex(16)}.dcm"
+        os.rename(path, final)
+        self._fsync_dir()
+        return final
+
     def discard(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             Path(path).unlink()

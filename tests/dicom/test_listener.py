@@ -216,3 +216,20 @@ def test_concurrent_associations_max_pdu_and_clean_stop(
     time.sleep(0.5)
     assert not assoc.is_established
     assert echoscu(listener.port, calling="SENDER0").returncode != 0  # no longer listening
+
+
+def test_without_streaming_writes_the_same_bytes(sqlite_db: str, site_keys: SiteKeys,
+                                                 tmp_path: Path,
+                                                 start_listener: Callable[..., Listener]) -> None:
+    """The fallback path (dataset written from memory after it arrived) stores identically."""
+    spool = tmp_path / "spool"
+    listener = start_listener(sqlite_db, site_keys, spool, stream_writes=False)
+    _allow(sqlite_db, "STORESCU")
+    exam = make_exam(tmp_path / "ex", views=2, transfer_syntax=JPEG2000Lossless)
+    assert storescu(listener.port, exam.files, extra=["-xv"]).returncode == 0
+    assert storescu(listener.port, exam.files, extra=["-xv"]).returncode == 0
+    rows = _rows(sqlite_db)
+    assert len(rows) == 2 and len(_spooled(spool)) == 2
+    for f, sop in zip(exam.files, exam.sop_uids, strict=True):
+        row = next(r for r in rows if r.sop_key == uid_key(site_keys, sop))
+        assert _dataset_part(Path(row.spool_path)) == _dataset_part(f)
