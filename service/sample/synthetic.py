@@ -403,7 +403,7 @@ def make_mammogram_with_truth(
     meta.ImplementationClassUID = UID("1.2.840.113681.1.1")
     meta.ImplementationVersionName = "HOLOGIC_AWS_1"
     meta.SourceApplicationEntityTitle = "MAMMO_TRO_AWS"
-    fds = FileDataset(None, ds, file_meta=meta, preamble=b"\0" * 128)
+    fds = FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128)
     fds.PixelData = arr.tobytes()
     fds["PixelData"].VR = "OW"
     ts = UID(transfer_syntax)

@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from service.core.errors import PixelRefused
 from service.sample.synthetic import Truth, make_mammogram_with_truth
@@ -44,7 +44,7 @@ def decoded(ds: Dataset, decision: PixelDecision) -> np.ndarray:
         if kw in ds:
             setattr(out, kw, ds[kw].value)
     out.file_meta = FileMetaDataset()
-    out.file_meta.TransferSyntaxUID = (
+    out.file_meta.TransferSyntaxUID = UID(
         decision.new_transfer_syntax or ds.file_meta.TransferSyntaxUID)
     out.PixelData = decision.new_pixel_data if decision.new_pixel_data else ds.PixelData
     arr = out.pixel_array

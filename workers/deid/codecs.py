@@ -296,7 +296,8 @@ def _num_passes(b: _Bits) -> int:
 
 def _segments(data: bytes) -> tuple[list[tuple[int, int, int]], int]:
     """Main-header marker segments (marker, start, end) and the offset of the first SOT."""
-    pos, out = 2, []
+    pos = 2
+    out: list[tuple[int, int, int]] = []
     while pos + 4 <= len(data):
         marker = int.from_bytes(data[pos : pos + 2], "big")
         if marker == 0xFF90:
