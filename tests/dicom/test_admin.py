@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -107,3 +108,25 @@ def test_cli_ae_and_pacs_commands(cli_env: CliRunner) -> None:
     assert cli_env.invoke(app, ["pacs", "remove", "main"]).exit_code == 0
     r = cli_env.invoke(app, ["pacs", "remove", "main"])
     assert r.exit_code == 2 and "no PACS node" in r.output
+
+
+def test_cli_pacs_echo_ok_rejected_refused(cli_env: CliRunner, db_url: str, home: Path,
+                                           start_listener: Any) -> None:
+    from service.core.keys import SiteKeys
+    from tests.peers.net import free_port
+
+    listener = start_listener(db_url, SiteKeys.load(home / "keys" / "site.key"), home / "sp")
+    port = str(listener.port)
+    for name in ("gw", "closed"):
+        r = cli_env.invoke(app, ["pacs", "add", name, "--ae-title", "DEIDGATE", "--host",
+                                 "127.0.0.1", "--port",
+                                 port if name == "gw" else str(free_port())])
+        assert r.exit_code == 0, r.output
+    r = cli_env.invoke(app, ["pacs", "echo", "gw"])  # our own AE is not on the allow-list
+    assert r.exit_code == 1
+    assert "rejected" in r.output and "Calling AE title not recognised" in r.output, r.output
+    assert cli_env.invoke(app, ["ae", "allow", "DEIDGATE"]).exit_code == 0
+    r = cli_env.invoke(app, ["pacs", "echo", "gw"])
+    assert r.exit_code == 0 and "C-ECHO ok in" in r.output and " ms" in r.output, r.output
+    r = cli_env.invoke(app, ["pacs", "echo", "closed", "--timeout", "3"])
+    assert r.exit_code == 1 and "refused" in r.output, r.output
