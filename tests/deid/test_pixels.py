@@ -265,3 +265,35 @@ def test_refusal_leaves_no_view_of_a_mapped_file_alive(tmp_path: Path) -> None:
                      options=PixelOptions(mode="refuse-if-text"))
     view.release()
     mm.close()  # raises BufferError if a numpy view of the map were still alive
+
+
+@pytest.mark.parametrize("name", ["RGB_IMAGE.dcm", "ultrasound-multiframe.dcm"])
+def test_colour_ultrasound_from_deid_data(name: str) -> None:
+    """RGB, planar configuration 0 and 1, 30 frames: text blanked in every channel."""
+    from deid_data import data
+
+    ds = pydicom.dcmread(os.path.join(os.path.dirname(data.__file__), "ultrasounds", name))
+    before = ds.pixel_array.copy()
+    decision = run(ds)
+    assert decision.action == "blanked"
+    after = decoded(ds, decision)
+    before = before if before.ndim == 4 else before[None]
+    assert after.shape == before.shape
+    changed = np.any(after != before, axis=-1)
+    for box in decision.regions:
+        changed[box.frame, box.row0 : box.row1, box.col0 : box.col1] = False
+    assert not changed.any()  # only inside the reported boxes
+    blanked = np.any(after != before, axis=-1)
+    assert blanked.sum() > 1000
+    assert after[blanked].max() == 0  # every changed pixel is black in all channels
+
+
+def test_big_endian_native_pixels() -> None:
+    ds, truth = make_mammogram_with_truth(burned_in_text=NAME, text_height=20)
+    assert truth.pixels is not None
+    swapped = truth.pixels.astype(">u2").tobytes()
+    decision = clean_pixels(ds, swapped, transfer_syntax="1.2.840.10008.1.2.2", options=CLEAN)
+    assert decision.action == "blanked" and decision.new_pixel_data is not None
+    after = np.frombuffer(decision.new_pixel_data, dtype=">u2").reshape(truth.pixels.shape)
+    assert np.array_equal(after[truth.breast_mask], truth.pixels[truth.breast_mask])
+    assert truth.text_mask is not None and np.all(after[truth.text_mask] == 0)
