@@ -48,7 +48,8 @@ def _prefer_requestor_order(assoc: Any) -> None:
             ours = [str(t) for t in ac.transfer_syntax]
             cx = PresentationContext()
             cx.abstract_syntax = ac.abstract_syntax
-            cx.transfer_syntax = [t for t in pref if t in ours] + [t for t in ours if t not in pref]
+            ordered: list[Any] = [t for t in pref if t in ours] + [t for t in ours if t not in pref]
+            cx.transfer_syntax = ordered
             cx.scu_role, cx.scp_role = ac.scu_role, ac.scp_role
             contexts.append(cx)
         else:
@@ -149,7 +150,7 @@ class Listener:
             return self
         self.sink.spool.sweep_partials()
         ae = self._make_ae()
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self.sink.handle_store),
             (evt.EVT_C_ECHO, lambda event: 0x0000),

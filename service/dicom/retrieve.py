@@ -12,6 +12,7 @@ Entry points for the jobs area: ``find_studies`` and ``retrieve_study``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,15 +22,6 @@ from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 from pynetdicom import build_role, evt
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelFind as FIND,
-)
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelGet as GET,
-)
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelMove as MOVE,
-)
 from sqlalchemy import select
 
 from service.core.config import Settings
@@ -46,6 +38,9 @@ from service.dicom.spool import Spool
 
 log = logging.getLogger(__name__)
 
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model
+MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+GET = "1.2.840.10008.5.1.4.1.2.2.3"
 PENDING = (0xFF00, 0xFF01)
 MOVE_DESTINATION_UNKNOWN = 0xA801
 
@@ -427,7 +422,10 @@ def retrieve_study(node: NodeConfig, study: StudyMatch | str, *, local_ae: str |
         if settings is None:
             raise TypeError("retrieve_study needs settings or a received() callable")
         db_url, skey = settings.db_url, study.study_key
-        received = lambda: received_keys(db_url, skey)  # noqa: E731
+
+        def received() -> set[str]:
+            return received_keys(db_url, skey)
+
     return _Retrieval(node, study, local_ae, keys, received, sink, progress, policy).run()
 
 
@@ -478,7 +476,7 @@ class _Retrieval:
                 self._tell("getting" if self.node.retrieve == "get" else "moving", attempt)
                 pulled = _pull(self.node, self.study.study_uid, plan, local_ae=self.local_ae,
                                sink=self.sink, timeouts=p.timeouts,
-                               on_pending=lambda rem, a=attempt: self._pending(a, rem))
+                               on_pending=functools.partial(self._pending, attempt))
                 r.completed_subops += pulled.completed
                 r.failed_subops += pulled.failed
                 r.warning_subops += pulled.warning

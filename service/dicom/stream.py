@@ -99,11 +99,13 @@ class StreamWriter:
         st = self._state(event.assoc)
         for item in pdu.presentation_data_value_items:
             data = item.presentation_data_value
+            if not data:
+                continue
             header = data[0]
             if header & 1:  # command fragment
                 st.command.extend(data[1:])
                 if header & 2:
-                    self._begin(event.assoc, st, int(item.presentation_context_id))
+                    self._begin(event.assoc, st, int(item.presentation_context_id or 0))
             elif st.current is not None:
                 uid, part = st.current
                 try:

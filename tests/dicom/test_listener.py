@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -121,7 +122,7 @@ def test_unsupported_sop_class_is_not_accepted(sqlite_db: str, site_keys: SiteKe
                                                start_listener: Callable[..., Listener]) -> None:
     listener = start_listener(sqlite_db, site_keys, tmp_path / "spool")
     _allow(sqlite_db, "STORESCU")
-    ct = Path(get_testdata_file("CT_small.dcm"))
+    ct = Path(str(get_testdata_file("CT_small.dcm")))
     r = storescu(listener.port, [ct])
     assert r.returncode != 0
     assert "no presentation context" in (r.stderr + r.stdout).lower() or \
@@ -136,7 +137,7 @@ def test_malformed_and_mismatching_datasets_get_precise_statuses(
     _allow(sqlite_db, "FAULTY")
     exam = make_exam(tmp_path / "ex", views=1)
     raw, sop_class, sop, ts = faults.encoded_dataset(exam.files[0])
-    kw = {"sop_class": sop_class, "ts": ts, "tmp": tmp_path}
+    kw: dict[str, Any] = {"sop_class": sop_class, "ts": ts, "tmp": tmp_path}
     assert faults.send_raw(listener.port, raw[: len(raw) - 100], sop_instance=sop, **kw) \
         == 0xC000  # truncated
     assert faults.send_raw(listener.port, b"\x13\x37" * 999, sop_instance=sop, **kw) == 0xC000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -18,8 +19,8 @@ FILES = ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_jp2klossless.dcm",
          "reportsi.dcm", "nested_priv_SQ.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
 
 
-def _dataset_bytes(name: str) -> tuple[bytes, str, object]:
-    path = get_testdata_file(name)
+def _dataset_bytes(name: str) -> tuple[bytes, str, Any]:
+    path = str(get_testdata_file(name))
     raw = open(path, "rb").read()  # noqa: SIM115 - tiny test file
     fp = io.BytesIO(raw)
     read_preamble(fp, False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -49,13 +50,13 @@ def test_find_by_each_criterion_with_counts(orthanc_pacs: OrthancPeer, site_keys
                        views=2 + i) for i in range(3)]
     for e in exams:
         orthanc_pacs.upload(*e.files)
-    ct = dcmread(get_testdata_file("CT_small.dcm"))
+    ct = dcmread(str(get_testdata_file("CT_small.dcm")))
     ct.StudyDate = "20250302"  # in the date range, but not MG: must be filtered out
     ct_path = tmp_path / "ct.dcm"
     ct.save_as(ct_path)
     orthanc_pacs.upload(ct_path)
     node = _node(orthanc_pacs)
-    kw = {"local_ae": GATEWAY_AE, "keys": site_keys}
+    kw: dict[str, Any] = {"local_ae": GATEWAY_AE, "keys": site_keys}
 
     by_acc = r.find_studies(node, {"accession_numbers": [exams[0].accession]}, **kw)
     assert [(m.study_uid, m.expected, m.count_source) for m in by_acc] == [

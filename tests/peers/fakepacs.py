@@ -14,10 +14,9 @@ from typing import Any, Literal
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelMove,
-)
+
+from service.dicom.retrieve import FIND as StudyRootQueryRetrieveInformationModelFind
+from service.dicom.retrieve import MOVE as StudyRootQueryRetrieveInformationModelMove
 
 Mode = Literal["normal", "drop-after-2-once", "never-send"]
 
@@ -104,6 +103,7 @@ def fake_pacs(files: list[Path], *, destination: tuple[str, int], mode: Mode = "
 
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
         (evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move)])
+    assert server is not None
     state.port = int(server.server_address[1])
     try:
         yield state

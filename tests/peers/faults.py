@@ -11,6 +11,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
+from pydicom.uid import UID
 from pynetdicom import AE, _config
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
@@ -45,13 +46,13 @@ def send_raw(port: int, raw: bytes, *, sop_class: str, sop_instance: str, ts: st
     from pydicom.filewriter import write_file_meta_info
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = ts
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(ts)
     path = tmp / "raw.dcm"
     with path.open("wb") as f:
         f.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(f, meta)
+        write_file_meta_info(f, meta)  # type: ignore[arg-type]
         f.write(raw)
     assoc = _assoc(port, sop_class, ts, calling, called)
     old = _config.STORE_SEND_CHUNKED_DATASET

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -44,7 +45,7 @@ def mg_dataset(*, patient_id: str, accession: str, study_uid: str, series_uid: s
     img = (breast * (1500 + rng.normal(0, 200, (rows, cols)))).clip(0, 4095).astype(np.uint16)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = MG_PRESENTATION
+    ds.file_meta.MediaStorageSOPClassUID = UID(MG_PRESENTATION)
     ds.SOPClassUID = MG_PRESENTATION
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
