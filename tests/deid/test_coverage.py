@@ -105,6 +105,10 @@ def _build(sop_class: str, tmp: Path) -> tuple[Path, Dataset, dict[int, str]]:
     actions[0x00091001] = "X"
     ds.SOPClassUID = sop_class
     ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = 2
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = b"\x00\x01" * 4
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

@@ -192,6 +192,8 @@ def test_refusals(tmp_path: Path, keys: SiteKeys) -> None:
     pdf = pydicom.dcmread(_pydicom_file("MR_small.dcm"), stop_before_pixels=True)
     pdf.SOPClassUID = pdf.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
     pdf.EncapsulatedDocument = b"%PDF-1.4 report\n"
+    for tag in [t for t in pdf.keys() if t.group == 0x0028]:
+        del pdf[tag]  # a document, not an image
     with pytest.raises(UnsupportedSopClass, match="Encapsulated PDF"):
         basic.deidentify(save(pdf, tmp_path / "pdf.dcm"))
 
@@ -278,3 +280,23 @@ def test_blanked_pixels_are_written(tmp_path: Path, keys: SiteKeys) -> None:
     assert outcome.pixel is not None and outcome.pixel.action == "blanked"
     assert out.PixelData != ds.PixelData and len(out.PixelData) == len(ds.PixelData)
     dcmdump_ok(tmp_path / "out.dcm", src)
+
+
+def test_a_cut_file_is_never_accepted(tmp_path: Path, keys: SiteKeys) -> None:
+    """Cut a mammogram at many points (header, element boundaries, pixels): always refused."""
+    from service.core.errors import Rejected
+
+    full = save(make_mammogram(rows=32, cols=32), tmp_path / "full.dcm").read_bytes()
+    d = engine(no_pixel_policy(tmp_path), keys)
+    cuts = sorted({*range(0, len(full) - 1, 53), len(full) - 1, len(full) - 2})
+    accepted = []
+    for n in cuts:
+        p = tmp_path / "cut.dcm"
+        p.write_bytes(full[:n])
+        try:
+            d.deidentify(p)
+        except Rejected as exc:
+            assert isinstance(exc, (Truncated, NotDicom)), (n, exc)
+        else:
+            accepted.append(n)
+    assert not accepted, accepted

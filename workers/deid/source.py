@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
@@ -114,6 +115,7 @@ def read_source(path: Path) -> Source:
                 raise PolicyRefused("deflated transfer syntax is not supported", code="deflated")
             implicit, little = ts.is_implicit_VR, ts.is_little_endian
             pos = f.tell()
+            _check_complete(ds, f, pos, little)
             pixel: PixelSpan | None = None
             if pos < size:
                 peek = f.read(4)
@@ -125,8 +127,13 @@ def read_source(path: Path) -> Source:
                         f.seek(pixel.end)
                         if pixel.end < size:
                             trailing = read_dataset(f, implicit, little, bytelength=None)
+                            _check_complete(trailing, f, size, little)
                             for elem_ in trailing.elements():
                                 ds[elem_.tag] = elem_  # type: ignore[index]
+            if not len(ds):
+                raise Truncated("file ends after the file meta information")
+            if pixel is None and _needs_pixels(ds, meta):
+                raise Truncated("image instance without pixel data (file cut short?)")
             return Source(path, ds, ts, implicit, little, pixel, size)
     except (NotDicom, Truncated, PolicyRefused):
         raise
@@ -134,6 +141,39 @@ def read_source(path: Path) -> Source:
         raise Truncated("file ends inside the data set") from None
     except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
         raise NotDicom(f"unreadable DICOM data set ({type(exc).__name__})") from None
+
+
+def _needs_pixels(ds: Dataset, meta: Dataset) -> bool:
+    """An image SOP class or Image Pixel module attributes without pixel data: a cut file."""
+    sop = str(ds.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", "") or "")
+    name = UID(sop).name if sop else ""
+    return "Image Storage" in name or "BitsAllocated" in ds
+
+
+def _check_complete(ds: Dataset, f: BinaryIO, end: int, little: bool) -> None:
+    """pydicom stops quietly at the end of a cut file; the last element tells whether it did.
+
+    Elements are read in file order, so if the last one is whole, every one before it is.
+    """
+    keys = list(ds.keys())
+    if not keys:
+        return
+    raw = ds.get_item(keys[-1])
+    if not isinstance(raw, RawDataElement):
+        return
+    if raw.length == _UNDEFINED:
+        here = f.tell()
+        f.seek(max(end - 8, 0))
+        tail = f.read(8)
+        f.seek(here)
+        delimiter = struct.pack("<HHL" if little else ">HHL", 0xFFFE, 0xE0DD, 0)
+        if tail != delimiter:
+            raise Truncated("file ends inside a sequence")
+        return
+    if raw.value_tell + raw.length > end or (
+        isinstance(raw.value, bytes) and len(raw.value) != raw.length
+    ):
+        raise Truncated("file ends inside the data set")
 
 
 def _pixel_span(f: BinaryIO, pos: int, implicit: bool, little: bool, size: int) -> PixelSpan:
