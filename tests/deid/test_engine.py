@@ -192,7 +192,7 @@ def test_refusals(tmp_path: Path, keys: SiteKeys) -> None:
     pdf = pydicom.dcmread(_pydicom_file("MR_small.dcm"), stop_before_pixels=True)
     pdf.SOPClassUID = pdf.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
     pdf.EncapsulatedDocument = b"%PDF-1.4 report\n"
-    for tag in [t for t in pdf.keys() if t.group == 0x0028]:
+    for tag in [t for t in pdf.keys() if t.group == 0x0028]:  # noqa: SIM118 - snapshot
         del pdf[tag]  # a document, not an image
     with pytest.raises(UnsupportedSopClass, match="Encapsulated PDF"):
         basic.deidentify(save(pdf, tmp_path / "pdf.dcm"))

@@ -143,9 +143,10 @@ def read_source(path: Path) -> Source:
         raise NotDicom(f"unreadable DICOM data set ({type(exc).__name__})") from None
 
 
-def _needs_pixels(ds: Dataset, meta: Dataset) -> bool:
+def _needs_pixels(ds: Dataset, meta: Dataset | None) -> bool:
     """An image SOP class or Image Pixel module attributes without pixel data: a cut file."""
-    sop = str(ds.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", "") or "")
+    hint = meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""
+    sop = str(ds.get("SOPClassUID", "") or hint or "")
     name = UID(sop).name if sop else ""
     return "Image Storage" in name or "BitsAllocated" in ds
 
