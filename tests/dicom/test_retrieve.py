@@ -187,3 +187,18 @@ def test_pacs_that_never_sends_and_study_without_counts(
                                received=lambda: r.received_keys(sqlite_db, m.study_key))
     assert (rep.status, rep.reason, rep.received, rep.attempts) == (
         "failed", "pacs-timed-out", 0, 2)
+
+
+def test_per_node_association_limit(orthanc_pacs: OrthancPeer) -> None:
+    from service.dicom.scu import PacsError, association
+
+    node = NodeConfig("limited", orthanc_pacs.ae_title, "127.0.0.1", orthanc_pacs.dicom_port,
+                      "move", 1)
+    t = Timeouts(connect=5, dimse=5, network=5, slot=0.5)
+    with association(node, GATEWAY_AE, [(r.FIND, None)], t) as first:
+        assert first.is_established
+        with pytest.raises(PacsError) as busy, association(node, GATEWAY_AE, [(r.FIND, None)], t):
+            pass
+        assert busy.value.code == "pacs-busy"
+    with association(node, GATEWAY_AE, [(r.FIND, None)], t) as again:  # the slot was released
+        assert again.is_established
