@@ -186,7 +186,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
     print(f"generated files in {time.perf_counter() - t0:.1f} s; {os.cpu_count()} CPUs",
           flush=True)
     listener = ListenerProc(work / "listener", args.max_pdu)
-    rows: list[tuple[str, str, float, float, int, float]] = []
+    rows: list[tuple[str, str, float, float, int, float, str]] = []
     try:
         idle_rss, _ = rss_kib(listener.proc.pid)
         for kind, (files, extra) in kinds.items():
@@ -209,14 +209,15 @@ def run(work: Path, args: argparse.Namespace) -> None:
                             raise RuntimeError("listener lost an instance")
             for who in ("storescp", "listener"):
                 med = statistics.median(times[who])
-                rows.append((kind, who, mb / med, len(files) / med, 1, med))
+                rows.append((kind, who, mb / med, len(files) / med, 1, med,
+                             f"{mb / max(times[who]):.0f}-{mb / min(times[who]):.0f}"))
         # concurrent senders, distinct instances
         files = kinds["uncompressed"][0]
         groups = [files[i * args.files:(i + 1) * args.files] for i in range(args.concurrent)]
         mb = sum(p.stat().st_size for p in files) / 1e6
         conc: dict[str, list[float]] = {"storescp --fork": [], "listener": []}
         peak_rss = 0
-        for rep in range(max(1, args.reps // 2)):
+        for rep in range(args.reps):
             out = work / "scp-conc" / str(rep)
             port = free_port()
             proc = subprocess.Popen(["storescp", "--fork", "+B", "-aet", "STORESCP", "-od",
@@ -251,28 +252,34 @@ def run(work: Path, args: argparse.Namespace) -> None:
                 raise RuntimeError(f"concurrent: listener recorded {got} of {len(files)}")
         for who, ts in conc.items():
             med = statistics.median(ts)
-            rows.append(("uncompressed x4 senders", who, mb / med, len(files) / med,
-                         args.concurrent, med))
+            rows.append((f"uncompressed x{args.concurrent} senders", who, mb / med,
+                         len(files) / med, args.concurrent, med,
+                         f"{mb / max(ts):.0f}-{mb / min(ts):.0f}"))
     finally:
         listener.stop()
 
     print()
     print(f"{'files':<26} {'receiver':<16} {'MB/s':>8} {'files/s':>8} {'senders':>8} "
-          f"{'median s':>9} {'ratio':>7}")
+          f"{'median s':>9} {'ratio':>7} {'MB/s range':>12}")
     ref: dict[str, float] = {}
-    for kind, who, mbs, fps, n, med in rows:
+    for kind, who, mbs, fps, n, med, spread in rows:
         if who.startswith("storescp"):
             ref[kind] = mbs
         ratio = mbs / ref[kind] if kind in ref else float("nan")
-        print(f"{kind:<26} {who:<16} {mbs:>8.1f} {fps:>8.2f} {n:>8} {med:>9.3f} {ratio:>7.2f}")
+        print(f"{kind:<26} {who:<16} {mbs:>8.1f} {fps:>8.2f} {n:>8} {med:>9.3f} {ratio:>7.2f} "
+              f"{spread:>12}")
+    single = next(m for k, w, m, *_ in rows if k == "uncompressed" and w == "storescp")
+    conc_l = next(m for k, w, m, *_ in rows if "senders" in k and w == "listener")
+    print(f"listener with {args.concurrent} senders vs storescp single-sender: "
+          f"{conc_l / single:.2f}")
     print()
     extra_mib = max(0, peak_rss - idle_rss) / 1024
     print(f"listener RSS idle {idle_rss / 1024:.0f} MiB, peak with {args.concurrent} concurrent "
           f"associations {peak_rss / 1024:.0f} MiB -> {extra_mib / args.concurrent:.0f} MiB per "
           f"association (27 MB instances, max PDU {args.max_pdu})")
-    print(f"repetitions: {args.reps} interleaved (single sender), "
-          f"{max(1, args.reps // 2)} (concurrent); ratio = listener MB/s / storescp MB/s; "
-          "no instance lost (records checked after every run)")
+    print(f"repetitions: {args.reps} (single sender, receivers alternating), {args.reps} "
+          "(concurrent); ratio = listener MB/s / storescp MB/s (medians); no instance lost "
+          "(records checked after every run)")
 
 
 if __name__ == "__main__":
