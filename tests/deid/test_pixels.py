@@ -297,3 +297,27 @@ def test_big_endian_native_pixels() -> None:
     after = np.frombuffer(decision.new_pixel_data, dtype=">u2").reshape(truth.pixels.shape)
     assert np.array_equal(after[truth.breast_mask], truth.pixels[truth.breast_mask])
     assert truth.text_mask is not None and np.all(after[truth.text_mask] == 0)
+
+
+def test_multi_frame_jpeg2000_text_in_one_frame_reencodes_only_that_frame() -> None:
+    _, truth = make_mammogram_with_truth(burned_in_text=NAME, text_height=20)
+    plain, _truth = make_mammogram_with_truth(frames=3)
+    assert truth.pixels is not None and truth.text_mask is not None
+    frames = plain.pixel_array.copy()
+    frames[1] = truth.pixels
+    plain.PixelData = frames.tobytes()
+    plain.compress(J2K, frames, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    decision = run(plain)
+    assert decision.action == "blanked"
+    assert {b.frame for b in decision.regions} == {1}
+    assert (decision.decode_count, decision.encode_count) == (1, 1)
+    after = decoded(plain, decision)
+    assert np.array_equal(after[0], frames[0]) and np.array_equal(after[2], frames[2])
+    assert np.all(after[1][truth.text_mask] == 0)
+    assert np.array_equal(after[1][truth.breast_mask], frames[1][truth.breast_mask])
+    from workers.deid import codecs
+
+    old = codecs.split_frames(plain.PixelData, 3)
+    new = codecs.split_frames(decision.new_pixel_data or b"", 3)
+    assert bytes(old[0]) == bytes(new[0]) and bytes(old[2]) == bytes(new[2])
+    assert bytes(old[1]) != bytes(new[1])
