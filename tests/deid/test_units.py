@@ -121,3 +121,23 @@ def test_safe_private_allow_list(tmp_path: Path, keys: SiteKeys) -> None:
     # without the option the allow-list is not used
     plain = engine(no_pixel_policy(tmp_path), keys).deidentify(src).dataset
     assert not [e for e in plain if e.tag.is_private]
+
+
+def test_pydicom_warnings_never_carry_values(caplog: pytest.LogCaptureFixture) -> None:
+    """pydicom quotes invalid values in its warnings; the engine withholds them from the log and
+    silences the duplicate warning (installed at import; re-installed here because pytest resets
+    warning filters around each test)."""
+    import warnings
+
+    from pydicom import config
+    from pydicom.valuerep import validate_value
+
+    from workers.deid.engine import _protect_logs
+
+    with warnings.catch_warnings(record=True) as seen, caplog.at_level("DEBUG", logger="pydicom"):
+        _protect_logs()
+        validate_value("AS", "Kjærstad 15.03", config.WARN)
+        validate_value("DA", "Kjaerstad", config.WARN)
+    assert "withheld" in caplog.text  # pydicom did complain, without the value
+    text = caplog.text + " ".join(str(w.message) for w in seen)
+    assert "Kjærstad" not in text and "Kjaerstad" not in text

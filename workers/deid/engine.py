@@ -13,7 +13,10 @@ the write and the audit commit, which is that order anyway).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,30 @@ from workers.deid.text import TextCleaner, phi_tokens
 from workers.deid.types import DeidOutcome, Mapping, PixelDecision
 
 STORAGE_ROOT = "1.2.840.10008.5.1.4."
-_COMPRESSED_OK = True
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+class _WithholdValues(logging.Filter):
+    """pydicom quotes element values in its warnings ("Invalid value for VR PN: '...'"):
+    values are PHI, so the quoted parts are withheld before any handler sees the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if "'" in msg or '"' in msg:
+            record.msg, record.args = _QUOTED.sub("<value withheld>", msg), None
+        return True
+
+
+def _protect_logs() -> None:
+    log = logging.getLogger("pydicom")
+    if not any(isinstance(f, _WithholdValues) for f in log.filters):
+        log.addFilter(_WithholdValues())
+    # the same messages also go out as warnings (stderr); the logger copy above suffices
+    warnings.filterwarnings("ignore", message=r"(?s).*(Invalid value|is not valid for elements)",
+                            category=UserWarning)
+
+
+_protect_logs()
 
 
 @dataclass
