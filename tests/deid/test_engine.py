@@ -300,3 +300,18 @@ def test_a_cut_file_is_never_accepted(tmp_path: Path, keys: SiteKeys) -> None:
         else:
             accepted.append(n)
     assert not accepted, accepted
+
+
+def test_write_refuses_when_the_source_changed_or_vanished(tmp_path: Path,
+                                                           keys: SiteKeys) -> None:
+    src = save(make_mammogram(rows=32, cols=32), tmp_path / "in.dcm")
+    d = engine(no_pixel_policy(tmp_path), keys)
+    outcome = d.deidentify(src)
+    src.write_bytes(src.read_bytes() + b"\x00\x00")
+    with pytest.raises(PolicyRefused, match="changed"):
+        d.write(outcome, tmp_path / "out" / "a.dcm")
+    outcome = d.deidentify(src)
+    src.unlink()
+    with pytest.raises(PolicyRefused, match="vanished"):
+        d.write(outcome, tmp_path / "out" / "b.dcm")
+    assert not list((tmp_path / "out").iterdir())  # no partial or temp file left

@@ -319,9 +319,18 @@ class Deidentifier:
                              is_undefined_length=ts.is_compressed)
             px[pixel_tag] = el  # type: ignore[index]
             yield _encode_ds(px, ts)
-        elif span is not None:
-            if src is None:
-                raise PolicyRefused("source file needed to copy pixel data", code="no-source")
+        elif pixel is not None and pixel.action != "no-pixels":
+            if src is None or span is None:
+                raise PolicyRefused("the source file is needed to copy the pixel data",
+                                    code="no-source")
+            try:
+                st = src.path.stat()
+            except FileNotFoundError:
+                raise PolicyRefused("source file vanished before the write",
+                                    code="no-source") from None
+            if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
+                raise PolicyRefused("source file changed between reading and writing",
+                                    code="source-changed")
             yield _Copy(src.path, span.start, span.end - span.start)
         if len(after):
             yield _encode_ds(after, ts)

@@ -52,6 +52,7 @@ class Source:
     little_endian: bool
     pixel: PixelSpan | None
     size: int
+    mtime_ns: int = 0
 
 
 def _element_header(f: BinaryIO, implicit: bool, little: bool) -> tuple[int, str, int, int]:
@@ -97,7 +98,8 @@ def _skip_items(f: BinaryIO, little: bool, size: int) -> tuple[int, int]:
 
 def read_source(path: Path) -> Source:
     """Parse the header; raise NotDicom / Truncated / PolicyRefused for what cannot be read."""
-    size = path.stat().st_size
+    st = path.stat()
+    size = st.st_size
     try:
         with path.open("rb") as f:
             try:
@@ -134,7 +136,7 @@ def read_source(path: Path) -> Source:
                 raise Truncated("file ends after the file meta information")
             if pixel is None and _needs_pixels(ds, meta):
                 raise Truncated("image instance without pixel data (file cut short?)")
-            return Source(path, ds, ts, implicit, little, pixel, size)
+            return Source(path, ds, ts, implicit, little, pixel, size, st.st_mtime_ns)
     except (NotDicom, Truncated, PolicyRefused):
         raise
     except (EOFError, struct.error):
