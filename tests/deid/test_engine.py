@@ -271,14 +271,19 @@ def test_write_is_atomic_and_pixels_are_copied_from_the_source(tmp_path: Path,
     assert "PixelData" not in outcome.dataset  # the header is all the engine holds
 
 
-def test_blanked_pixels_are_written(tmp_path: Path, keys: SiteKeys) -> None:
-    """Burned-in text: the pixel stage blanks it and the writer emits the new pixel bytes."""
-    ds = make_mammogram(rows=768, cols=640, burned_in_text="ODEGARD 1205")
+@pytest.mark.parametrize("ts", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90",
+                                "1.2.840.10008.1.2.5"])
+def test_blanked_pixels_are_written(ts: str, tmp_path: Path, keys: SiteKeys) -> None:
+    """Burned-in text: the pixel stage blanks it and the writer emits the new pixel bytes
+    (uncompressed, JPEG 2000 lossless and RLE, each re-encoded in its own transfer syntax)."""
+    ds = make_mammogram(rows=768, cols=640, burned_in_text="ODEGARD 1205", transfer_syntax=ts)
     src = save(ds, tmp_path / "in.dcm")
     d = engine("mammography-screening", keys)
     outcome, out, _ = run(d, src, tmp_path / "out.dcm")
     assert outcome.pixel is not None and outcome.pixel.action == "blanked"
-    assert out.PixelData != ds.PixelData and len(out.PixelData) == len(ds.PixelData)
+    assert out.file_meta.TransferSyntaxUID == (outcome.pixel.new_transfer_syntax or ts)
+    before, after = pydicom.dcmread(src).pixel_array, out.pixel_array
+    assert before.shape == after.shape and (before != after).any()
     dcmdump_ok(tmp_path / "out.dcm", src)
 
 
