@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from kombu import Queue
 
 from service.core.config import Settings, load_settings
@@ -139,3 +139,21 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
 @worker_shutdown.connect
 def _stop_sweeper(**_: Any) -> None:
     _stop.set()
+
+
+@worker_process_init.connect
+def _warm_up(**_: Any) -> None:
+    """Load the engine and the default policy once per pool process, before the first task:
+    the first de-identification of a job should not pay for imports and YAML parsing."""
+    import logging
+
+    from workers import tasks
+
+    app = tasks.deidentify_instance.app
+    settings = getattr(app, "settings", None)
+    if settings is None:
+        return
+    try:
+        tasks.deidentifier(settings.default_policy, settings.site_key_path, settings.project)
+    except Exception as exc:  # a broken policy is reported by the task that needs it
+        logging.getLogger(__name__).warning("warm-up failed (%s)", type(exc).__name__)

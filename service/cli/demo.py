@@ -119,8 +119,8 @@ def demo(
             if not exit_when_done:
                 typer.echo("serving; Ctrl-C stops")
                 while not stop.wait(0.5):
-                    if emb.worker is not None and emb.worker.poll() is not None:
-                        typer.echo("the worker process exited; stopping", err=True)
+                    if not emb.workers_alive():
+                        typer.echo("a worker process exited; stopping", err=True)
                         break
         finally:
             typer.echo("stopping ...", err=True)

@@ -1,10 +1,12 @@
 """``deidgate serve`` and ``deidgate worker``: the embedded single-machine mode.
 
 ``serve`` runs, from one command and with no configuration: the REST API (uvicorn, in a thread),
-the DICOM listener (threads), and a Celery worker (a child process consuming the default, score
-and this host's deid queues; SQLite + the filesystem broker by default). Ctrl-C or SIGTERM stops
-them in the safe order: no new associations, then the API, then the worker finishes (warm
-shutdown) what it holds; anything cut short is redone by the sweep on the next start.
+the DICOM listener (threads), and two Celery workers (child processes; SQLite + the filesystem
+broker by default): one for this host's deid queue (a process per core: pixel work is CPU-bound)
+and one with threads for the default and score queues (C-FIND/C-MOVE wait on the network, and a
+move must never hold a slot that de-identification needs). Ctrl-C or SIGTERM stops them in the
+safe order: no new associations, then the API, then the workers finish (warm shutdown) what they
+hold; anything cut short is redone by the sweep on the next start.
 """
 
 from __future__ import annotations
@@ -41,14 +43,26 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def worker_command(settings: Settings, *, queues: list[str] | None = None,
-                   concurrency: int | None = None, name: str | None = None) -> list[str]:
+                   concurrency: int | None = None, name: str | None = None,
+                   pool: str = "prefork") -> list[str]:
     from service.jobs.orchestrate import deid_queue, node_name
 
     qs = queues or ["default", "score", deid_queue(settings)]
+    role = name or ("deid" if qs == [deid_queue(settings)] else "w")
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker",
             "-Q", ",".join(qs), "-c", str(concurrency or max(1, os.cpu_count() or 1)),
-            "-n", name or f"deidgate-{node_name(settings)}@%h", "-l", "INFO",
+            "-P", pool, "-n", f"deidgate-{role}-{node_name(settings)}@%h", "-l", "INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+def embedded_workers(settings: Settings, concurrency: int | None) -> list[list[str]]:
+    """De-identification on processes (one per core); resolving/retrieving on threads."""
+    from service.jobs.orchestrate import deid_queue
+
+    return [
+        worker_command(settings, queues=[deid_queue(settings)], concurrency=concurrency),
+        worker_command(settings, queues=["default", "score"], concurrency=4, pool="threads"),
+    ]
 
 
 @dataclass
@@ -58,7 +72,7 @@ class Embedded:
     settings: Settings
     api_url: str | None = None
     listener: Any = None
-    worker: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     api_server: Any = None
     api_thread: threading.Thread | None = None
     threads: list[threading.Thread] = field(default_factory=list)
@@ -72,14 +86,26 @@ class Embedded:
             if self.api_thread is not None:
                 self.api_thread.join(timeout=15)
             self.api_server = None
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGTERM)  # warm shutdown: finish current tasks
+        for w in self.workers:  # warm shutdown: each finishes the task it holds
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in self.workers:
             try:
-                self.worker.wait(timeout=timeout)
+                w.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait(timeout=10)
-        self.worker = None
+                w.kill()
+                w.wait(timeout=10)
+        self.workers = []
+
+    def start_workers(self, concurrency: int | None = None, log_file: Any = None) -> None:
+        for cmd in embedded_workers(self.settings, concurrency):
+            self.workers.append(subprocess.Popen(
+                cmd, env=settings_env(self.settings), stdout=log_file,
+                stderr=subprocess.STDOUT if log_file else None,
+                start_new_session=True))  # our stop order, not the terminal's Ctrl-C
+
+    def workers_alive(self) -> bool:
+        return all(w.poll() is None for w in self.workers)
 
 
 def start_embedded(
@@ -93,10 +119,7 @@ def start_embedded(
     emb = Embedded(settings)
     try:
         if worker:
-            emb.worker = subprocess.Popen(
-                worker_command(settings, concurrency=concurrency), env=settings_env(settings),
-                stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
-                start_new_session=True)  # our stop order, not the terminal's Ctrl-C
+            emb.start_workers(concurrency, log_file)
         if listener:
             from service.dicom.listener import Listener
             from workers.intake import make_on_stored
@@ -165,8 +188,8 @@ def serve(
                 typer.echo(f"DICOM    AE {c.ae_title} on {c.host}:{emb.listener.port}")
             typer.echo(f"data     {st.settings.home}   (Ctrl-C stops)")
             while not stop.wait(0.5):
-                if emb.worker is not None and emb.worker.poll() is not None:
-                    typer.echo("the worker process exited; stopping", err=True)
+                if not emb.workers_alive():
+                    typer.echo("a worker process exited; stopping", err=True)
                     break
         finally:
             typer.echo("stopping ...", err=True)

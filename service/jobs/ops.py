@@ -206,7 +206,7 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
             index=s.idx, study_uid=s.pseudo_uid, state=s.state, expected=s.expected,
             received=sum(c.values()), deidentified=c.get("written", 0),
             refused=c.get("refused", 0), failed=c.get("failed", 0) + c.get("dead-lettered", 0),
-            reason=s.reason,
+            forwarded=s.forwarded, reason=s.reason,
         )
         views.append(sv)
         counts.instances_expected += s.expected or 0

@@ -185,6 +185,7 @@ class StudyView(BaseModel):
     deidentified: int = 0
     refused: int = 0
     failed: int = 0
+    forwarded: bool = Field(False, description="sent to the job's destination node")
     reason: str | None = None
 
 

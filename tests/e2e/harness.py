@@ -12,14 +12,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
-from service.cli.serve import Embedded, settings_env, start_embedded, worker_command
+from service.cli.serve import Embedded, start_embedded
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.db.models.jobs import JobInstance
@@ -40,7 +40,6 @@ class Gateway:
     emb: Embedded
     token: str | None = None
     worker_log: Any = None
-    extra_workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def db_url(self) -> str:
@@ -81,19 +80,16 @@ class Gateway:
             time.sleep(0.05 if until else 0.2)
 
     # --- processes ----------------------------------------------------------------------
-    def kill_worker(self) -> None:
-        """SIGKILL the worker and its pool children (its process group): no clean-up at all."""
-        w = self.emb.worker
-        assert w is not None
-        os.killpg(w.pid, signal.SIGKILL)
-        w.wait(timeout=10)
-        self.emb.worker = None
+    def kill_workers(self) -> None:
+        """SIGKILL the workers and their pool children (process groups): no clean-up at all."""
+        for w in self.emb.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(w.pid, signal.SIGKILL)
+            w.wait(timeout=10)
+        self.emb.workers = []
 
-    def start_worker(self, concurrency: int = 1) -> None:
-        self.emb.worker = subprocess.Popen(
-            worker_command(self.settings, concurrency=concurrency),
-            env=settings_env(self.settings), stdout=self.worker_log,
-            stderr=subprocess.STDOUT, start_new_session=True)
+    def start_workers(self, concurrency: int = 1) -> None:
+        self.emb.start_workers(concurrency, self.worker_log)
 
     def instance_states(self) -> dict[str, int]:
         with get_sessionmaker(self.db_url)() as s:
@@ -150,15 +146,8 @@ def gateway(tmp: Path, settings: Settings, *, n_exams: int = 3, api: bool = True
                 wait_port(settings.dicom_port)
             yield gw
         finally:
-            if emb.worker is not None:  # tests need no warm shutdown; `serve` has its own test
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(emb.worker.pid, signal.SIGKILL)
-                emb.worker.wait(timeout=10)
-                emb.worker = None
+            gw.kill_workers()  # tests need no warm shutdown; `serve` has its own test
             emb.stop(timeout=20)
-            for w in gw.extra_workers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(w.pid, signal.SIGKILL)
             log.close()
 
 

@@ -53,19 +53,44 @@ def check_output(gw, job: dict, n_instances: int) -> None:  # type: ignore[no-un
 
 
 def test_job_through_rest_end_to_end(tmp_path: Path) -> None:
+    """... and on to a research PACS (dcmtk storescp) as the job's destination."""
+    from service.db.session import session_scope
+    from service.dicom import admin
+    from tests.peers.net import free_port, wait_port
+
     st = make_settings(tmp_path, db_url=_sqlite(tmp_path))
-    with gateway(tmp_path, st, n_exams=3, concurrency=2) as gw:
-        job_id = gw.submit()
-        job = gw.wait(job_id)
-        assert job["state"] == "done", job
-        c = job["counts"]
-        assert (c["studies_found"], c["studies_complete"], c["instances_expected"],
-                c["instances_received"], c["instances_deidentified"]) == (3, 3, 12, 12, 12)
-        api_view = gw.job(job_id)
-        assert api_view["state"] == "done" and api_view["counts"] == c
-        for e in gw.exams:  # PHI nowhere in what the API returns
-            assert e.accession not in str(api_view) and e.patient_id not in str(api_view)
-        check_output(gw, job, 12)
+    research = tmp_path / "research"
+    research.mkdir()
+    port = free_port()
+    scp = subprocess.Popen(["storescp", "-aet", "RESEARCH", "-od", str(research), str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        with gateway(tmp_path, st, n_exams=3, concurrency=2) as gw:
+            with session_scope(st.db_url) as s:
+                admin.add_node(s, "research", ae_title="RESEARCH", host="127.0.0.1", port=port)
+            _rest_end_to_end(gw, research)
+    finally:
+        scp.terminate()
+        scp.wait(timeout=10)
+
+
+def _rest_end_to_end(gw, research: Path) -> None:  # type: ignore[no-untyped-def]
+    job_id = gw.submit(destination="research")
+    job = gw.wait(job_id)
+    assert job["state"] == "done", job
+    c = job["counts"]
+    assert (c["studies_found"], c["studies_complete"], c["instances_expected"],
+            c["instances_received"], c["instances_deidentified"]) == (3, 3, 12, 12, 12)
+    api_view = gw.job(job_id)
+    assert api_view["state"] == "done" and api_view["counts"] == c
+    for e in gw.exams:  # PHI nowhere in what the API returns
+        assert e.accession not in str(api_view) and e.patient_id not in str(api_view)
+    check_output(gw, job, 12)
+    job = gw.wait(job_id, until=lambda j: all(s["forwarded"] for s in j["studies"]))
+    sent = sorted(research.iterdir())
+    assert len(sent) == 12
+    assert {dcmread(p).SOPInstanceUID for p in sent} == {p.stem for p in gw.outputs()}
 
 
 def test_listener_restarted_mid_move(tmp_path: Path) -> None:
@@ -77,27 +102,30 @@ def test_listener_restarted_mid_move(tmp_path: Path) -> None:
     st = make_settings(tmp_path, db_url=_sqlite(tmp_path))
     with gateway(tmp_path, st, n_exams=2, listener=False) as gw:
         hook = make_on_stored(st)
-        state = {"n": 0, "restarted": threading.Event()}
+        stopped, restarted = threading.Event(), threading.Event()
         holder: dict[str, Listener] = {}
+        calls = []
 
         def restart() -> None:
-            holder["l"].stop()
+            holder["l"].stop()  # aborts the associations the moves are using
+            stopped.set()
             time.sleep(1.0)
             holder["l"].start()
-            state["restarted"].set()  # type: ignore[attr-defined]
+            restarted.set()
 
         def on_stored(rid: int) -> None:
             hook(rid)
-            state["n"] += 1  # type: ignore[operator]
-            if state["n"] == 1:
+            calls.append(rid)
+            if len(calls) == 1:  # hold this association until the listener is gone
                 threading.Thread(target=restart, daemon=True).start()
+                stopped.wait(10)
 
         holder["l"] = Listener.from_settings(st, db_url=st.db_url, keys=gw.keys,
                                              on_stored=on_stored).start()
         try:
             job_id = gw.submit()
             job = gw.wait(job_id, timeout=120)
-            assert state["restarted"].is_set()  # type: ignore[attr-defined]
+            assert restarted.is_set()
             assert job["state"] == "done", job
             check_output(gw, job, 8)
         finally:
@@ -106,7 +134,7 @@ def test_listener_restarted_mid_move(tmp_path: Path) -> None:
 
 def test_cancel_mid_job_leaves_nothing_identified(tmp_path: Path) -> None:
     st = make_settings(tmp_path, db_url=_sqlite(tmp_path))
-    with gateway(tmp_path, st, n_exams=4) as gw:
+    with gateway(tmp_path, st, n_exams=8) as gw:  # more studies than retrieval threads (4)
         job_id = gw.submit()
         gw.wait(job_id, until=lambda j: j["counts"]["instances_received"] >= 1)
         r = gw.api("POST", f"/jobs/{job_id}/cancel")
@@ -118,7 +146,7 @@ def test_cancel_mid_job_leaves_nothing_identified(tmp_path: Path) -> None:
                                      "instances_failed")) == j["counts"]["instances_received"])
         assert job["state"] == "cancelled"
         c = job["counts"]
-        assert c["instances_received"] < 16  # retrieval stopped
+        assert c["instances_received"] < 32  # retrieval stopped
         assert any(s["state"] == "cancelled" for s in job["studies"])
         assert len(gw.outputs()) == c["instances_deidentified"]  # what came was de-identified
         assert gw.spool_files() == []

@@ -30,13 +30,13 @@ def test_worker_killed_and_redis_restarted_mid_job(tmp_path: Path, pg_url: str) 
             while gw.instance_states().get("processing", 0) == 0:
                 assert time.monotonic() < deadline, "never caught the worker mid-task"
                 time.sleep(0.002)
-            gw.kill_worker()
+            gw.kill_workers()
             states = gw.instance_states()
             assert states.get("processing", 0) >= 1  # killed mid-task: a claim is left behind
             before = gw.job(job_id)["counts"]["instances_deidentified"]
             # 2. Redis restarts while no worker runs: every queued message is lost
             restart_redis()
-            gw.start_worker()
+            gw.start_workers()
             # 3. ... and once more while the new worker is busy
             gw.wait(job_id, until=lambda j: j["counts"]["instances_deidentified"] >= before + 2
                     or j["state"] == "done")
