@@ -92,7 +92,7 @@ class Deidentifier:
     # ------------------------------------------------------------------ public API
 
     def deidentify(self, src: Path) -> DeidOutcome:
-        prep = self._prepare(Path(src), explain=False)
+        prep = self._prepare(Path(src))
         ds, ctx = prep.src.dataset, prep.ctx
         try:
             walk(ds, ctx)
@@ -102,6 +102,10 @@ class Deidentifier:
             raise PolicyRefused(f"policy could not be applied ({type(exc).__name__})",
                                 code="engine-error") from None
         self._mark(ds)
+        for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+            if not str(ds.get(kw, "") or ""):  # cannot be filed or linked: refuse, never guess
+                raise PolicyRefused(f"instance has no {kw} after de-identification",
+                                    code="missing-uid")
         pixel = self._pixels(prep.src, ds)
         ds.file_meta = self._file_meta(ds, prep.src, pixel)
         patient = ctx.patient_pseudonym
@@ -128,15 +132,11 @@ class Deidentifier:
             action_counts=dict(ctx.counts),
             source=prep.src,
         )
-        for field_ in ("sop_instance_uid", "study_instance_uid", "series_instance_uid"):
-            if not getattr(outcome, field_):
-                raise PolicyRefused(f"instance has no {field_} after de-identification",
-                                    code="missing-uid")
         return outcome
 
     def explain(self, src: Path) -> list[ExplainRow]:
         """Per element path: the rule that matched and the action it would take. Writes nothing."""
-        prep = self._prepare(Path(src), explain=True)
+        prep = self._prepare(Path(src))
         rows: list[ExplainRow] = []
         for elem in prep.src.dataset.file_meta:
             rows.append(ExplainRow(elem.keyword or str(elem.tag), _tt(int(elem.tag)),
@@ -180,7 +180,7 @@ class Deidentifier:
 
     # ------------------------------------------------------------------ stages
 
-    def _prepare(self, path: Path, *, explain: bool) -> _Prepared:
+    def _prepare(self, path: Path) -> _Prepared:
         src = read_source(path)
         ds = src.dataset
         sop_class = str(ds.get("SOPClassUID", "") or "")
@@ -208,7 +208,6 @@ class Deidentifier:
             "instance": str(ds.get("SOPInstanceUID", "") or ""),
             "accession": str(ds.get("AccessionNumber", "") or ""),
         }
-        _ = explain
         return _Prepared(src, ctx, original)
 
     def _check_sop_class(self, sop_class: str) -> None:
