@@ -321,3 +321,29 @@ def test_multi_frame_jpeg2000_text_in_one_frame_reencodes_only_that_frame() -> N
     new = codecs.split_frames(decision.new_pixel_data or b"", 3)
     assert bytes(old[0]) == bytes(new[0]) and bytes(old[2]) == bytes(new[2])
     assert bytes(old[1]) != bytes(new[1])
+
+
+@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, J2K])
+def test_bright_background_under_a_monochrome2_label(ts: str) -> None:
+    """Raw or mislabelled images: the border decides which way "ink" goes, not the label.
+
+    Without that, the bright background would be taken for anatomy and spots in the darker
+    breast for text.
+    """
+    kwargs = dict(photometric="MONOCHROME1", burned_in_text=NAME, text_height=21,
+                  rows=1024, cols=832)
+    ds, truth = make_mammogram_with_truth(transfer_syntax=ts, **kwargs)  # type: ignore[arg-type]
+    ds.PhotometricInterpretation = "MONOCHROME2"  # the label lies; pixels are bright-background
+    decision = run(ds)
+    assert decision.action == "blanked"
+    after = decoded(ds, decision)[0]
+    assert truth.pixels is not None and truth.text_mask is not None
+    assert np.array_equal(after[truth.breast_mask], truth.pixels[truth.breast_mask])
+    assert np.all(after[truth.text_mask] == 4095)  # filled with the background's end
+    plain, _ptruth = make_mammogram_with_truth(photometric="MONOCHROME1", transfer_syntax=ts,
+                                              rows=1024, cols=832)
+    plain.PhotometricInterpretation = "MONOCHROME2"
+    clean = run(plain)
+    assert clean.action == "unchanged"
+    if ts == J2K:
+        assert clean.decode_count == 0

@@ -29,7 +29,7 @@ least ``anatomy_fraction`` of the largest component, or 2% of the image, is trea
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -92,9 +92,13 @@ class _Layout:
     bits_stored: int
     signed: bool
     photometric: str
+    invert: bool | None = None  # per frame, from the background (see _polarity)
 
     @property
     def inverted(self) -> bool:
+        """True when the background is bright (ink = darker than it)."""
+        if self.invert is not None:
+            return self.invert
         return self.photometric == "MONOCHROME1"
 
     @property
@@ -324,6 +328,31 @@ def _blank(frame: np.ndarray, boxes: list[Box], cands: _Candidates, value: int) 
             region[~keep] = value
 
 
+def _polarity(frame: np.ndarray, layout: _Layout) -> _Layout:
+    """The layout with the background's polarity taken from the image border.
+
+    MONOCHROME1 normally has a bright background and MONOCHROME2 a dark one, but raw ("for
+    processing") images and mislabelled ones do not follow that; looking for bright ink on what
+    is really a bright background would call the breast "background". The photometric default
+    is overridden only when the border median sits within 10% of the range from the other end.
+    """
+    stride = max(1, frame.shape[0] // 512)
+    edges = [frame[0], frame[-1], frame[::stride, 0], frame[::stride, -1]]
+    if frame.ndim == 3:
+        edges = [e.max(axis=-1) for e in edges]
+    border = np.concatenate([np.asarray(e).ravel() for e in edges])
+    sample = frame[:: stride * 4]
+    lo, hi = int(sample.min()), int(sample.max())
+    if hi - lo <= 0:
+        return layout
+    m = float(np.median(border))
+    if m - lo < 0.1 * (hi - lo):
+        return replace(layout, invert=False)
+    if hi - m < 0.1 * (hi - lo):
+        return replace(layout, invert=True)
+    return layout
+
+
 def _fill(layout: _Layout, options: PixelOptions) -> int:
     if options.fill is not None:
         return int(np.clip(options.fill, layout.min_value, layout.max_value))
@@ -349,14 +378,15 @@ def _dtype(layout: _Layout, order: str) -> np.dtype:
 
 
 def _scan(frames: np.ndarray, layout: _Layout, options: PixelOptions,
-          ) -> list[tuple[int, list[Box], _Candidates]]:
+          ) -> list[tuple[int, list[Box], _Candidates, int]]:
     found = []
     for f in range(layout.frames):
-        cands = _frame_candidates(frames[f], layout, options)
+        fl = _polarity(frames[f], layout)
+        cands = _frame_candidates(frames[f], fl, options)
         if cands.boxes:
-            boxes = _find_text(frames[f], layout, options, cands, f)
+            boxes = _find_text(frames[f], fl, options, cands, f)
             if boxes:
-                found.append((f, boxes, cands))
+                found.append((f, boxes, cands, _fill(fl, options)))
     return found
 
 
@@ -370,13 +400,12 @@ def _native(value: bytes | memoryview, layout: _Layout, order: str,
     found = _scan(frames, layout, options)
     if not found:
         return PixelDecision("unchanged", detail="no text found in the background")
-    regions = [b for _, boxes, _ in found for b in boxes]
+    regions = [b for _, boxes, _, _ in found for b in boxes]
     if options.mode == "refuse-if-text":
         raise PixelRefused("burned-in text found in pixels", code="pixel-text")
     flat = np.frombuffer(value, dtype=dtype, count=count).copy()
     writable = _frames_view(flat, layout)
-    fill = _fill(layout, options)
-    for f, boxes, cands in found:
+    for f, boxes, cands, fill in found:
         _blank(writable[f], boxes, cands, fill)
     tail = bytes(memoryview(value).cast("B")[layout.nbytes :])
     data = flat.tobytes() + tail if tail else flat.tobytes()
@@ -411,7 +440,7 @@ def _reduced_look(value: bytes | memoryview, layout: _Layout, options: PixelOpti
             if reduced is None:
                 return False, info
             small = reduced
-        grid = _ink(small, layout, None)
+        grid = _ink(small, _polarity(small, layout), None)
         # Low-pass samples are averages: a lower margin keeps thin strokes above the cut.
         cands = _candidates(grid, 1 << levels, layout, options, options.background_margin / 2)
         if cands.boxes:
@@ -438,21 +467,20 @@ def _compressed(header: Dataset, value: bytes | memoryview, layout: _Layout, ts:
     if not found:
         return PixelDecision("unchanged", decode_count=1,
                              detail="decoded once; no text found in the background")
-    regions = [b for _, boxes, _ in found for b in boxes]
+    regions = [b for _, boxes, _, _ in found for b in boxes]
     if options.mode == "refuse-if-text":
         raise PixelRefused("burned-in text found in pixels", code="pixel-text")
     if lossy:
         raise PixelRefused("burned-in text in a lossy-compressed image; refusing to write a "
                            "second lossy generation", code="pixel-lossy")
     frames = np.ascontiguousarray(frames)
-    fill = _fill(layout, options)
-    for f, boxes, cands in found:
+    for f, boxes, cands, fill in found:
         _blank(frames[f], boxes, cands, fill)
     if layout.photometric.startswith("YBR"):
         raise PixelRefused("burned-in text in YBR colour pixel data; cannot re-encode it "
                            "losslessly in the same colour space", code="pixel-photometric")
     if ts in codecs.ENCODERS:
-        changed = {f for f, _, _ in found}
+        changed = {f for f, _, _, _ in found}
         originals = codecs.split_frames(value, layout.frames)
         parts: list[np.ndarray | bytes | memoryview] = [
             frames[f] if f in changed else originals[f] for f in range(layout.frames)]
