@@ -127,8 +127,10 @@ def walk(ds: Dataset, ctx: Context, path: str = "", top: bool = True) -> None:
             ctx.count(Action.REMOVE)
             continue
         decision = ctx.rules.decide(rule, sop_class=ctx.sop_class, tag=tag, top=top)
-        _record(ctx, name, tag, kw, vr, decision.rule, decision.written, decision.action,
-                decision.via)
+        via = decision.via
+        if decision.action is Action.SHIFT and vr == "TM":
+            via += "; time of day kept (whole-day shift)"
+        _record(ctx, name, tag, kw, vr, decision.rule, decision.written, decision.action, via)
         _apply(ds, elem, decision, ctx, name, private, creator)
     _tidy(ds)
 
