@@ -9,6 +9,7 @@ attempt is recorded. Every accepted C-STORE goes through ``StoreSink`` (spool, r
 from __future__ import annotations
 
 import logging
+import socketserver
 import threading
 import time
 from dataclasses import dataclass
@@ -176,13 +177,23 @@ class Listener:
         finally:
             self.stop()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 2.0) -> None:
+        """Stop accepting, abort running associations, close the socket. Waits at most
+        ``wait`` s for handlers already running to finish their durable write; never longer
+        (a handler blocked in a slow hook must not hold shutdown). An aborted sender is never
+        told "stored", so it resends; a duplicate is answered idempotently."""
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()  # stops accepting, aborts active associations, closes the socket
-        for assoc in list(server.active_associations):
+        running = list(server.active_associations)
+        socketserver.BaseServer.shutdown(server)  # no new associations
+        for assoc in running:
             assoc.abort()
+        server.block_on_close = False  # socketserver would otherwise join every thread
+        server.shutdown()  # closes the listening socket
+        deadline = time.monotonic() + wait
+        for assoc in running:
+            assoc.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Listener:
         return self.start()

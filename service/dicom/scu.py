@@ -44,13 +44,14 @@ class Timeouts:
     slot: float = 600.0  # longest wait for a free association slot on the node
 
 
-_slots: dict[tuple[str, str, int], threading.BoundedSemaphore] = {}
+_slots: dict[tuple[str, str, int, int], threading.BoundedSemaphore] = {}
 _slots_lock = threading.Lock()
 
 
 def _slot(node: NodeConfig) -> threading.BoundedSemaphore:
-    """One semaphore per node per process: at most ``max_associations`` open at once."""
-    key = (node.host, node.ae_title, node.port)
+    """One semaphore per node per process: at most ``max_associations`` open at once (a changed
+    limit takes effect for new associations; the old ones finish under the old count)."""
+    key = (node.host, node.ae_title, node.port, node.max_associations)
     with _slots_lock:
         sem = _slots.get(key)
         if sem is None:
