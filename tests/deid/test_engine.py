@@ -31,6 +31,10 @@ PYDICOM_FILES = [
     "MR_small_jpeg_ls_lossless.dcm", "MR_small_RLE.dcm", "SC_rgb_rle.dcm", "MR_small_implicit.dcm",
     "ExplVR_BigEnd.dcm", "test-SR.dcm", "reportsi.dcm", "examples_overlay.dcm",
     "JPEGLSNearLossless_08.dcm", "SC_rgb_small_odd.dcm", "waveform_ecg.dcm", "rtplan.dcm",
+    "JPEG2000-embedded-sequence-delimiter.dcm", "SC_rgb_jpeg_dcmtk.dcm", "liver_1frame.dcm",
+    "badVR.dcm", "rtdose.dcm", "GDCMJ2K_TextGBR.dcm", "MR_small_padded.dcm",
+    "MR_small_bigendian.dcm", "SC_rgb_small_odd_big_endian.dcm", "JPGExtended.dcm",
+    "examples_palette.dcm", "693_J2KI.dcm",
 ]  # fmt: skip
 DEID_DATA = Path(deid_data.__file__).parent / "data"
 DEID_FILES = sorted(str(p.relative_to(DEID_DATA)) for p in DEID_DATA.rglob("*.dcm"))
@@ -196,6 +200,9 @@ def test_refusals(tmp_path: Path, keys: SiteKeys) -> None:
         del pdf[tag]  # a document, not an image
     with pytest.raises(UnsupportedSopClass, match="Encapsulated PDF"):
         basic.deidentify(save(pdf, tmp_path / "pdf.dcm"))
+    with pytest.raises(PolicyRefused) as ei:  # deflated: cannot be read header-first
+        basic.deidentify(_pydicom_file("image_dfl.dcm"))
+    assert ei.value.code == "deflated"
 
 
 def test_unparseable_element_refuses_instead_of_half_cleaning(tmp_path: Path,
