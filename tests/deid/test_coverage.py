@@ -100,6 +100,7 @@ def _build(sop_class: str, tmp: Path) -> tuple[Path, Dataset, dict[int, str]]:
         value = Sequence([_item()]) if vr == "SQ" else _value(vr, n)
         ds[tag] = DataElement(tag, vr, value)
         actions[tag] = action
+    ds.PatientBirthDate = "19500101"  # not equal to the dates the options keep
     ds.add_new(0x00090010, "LO", "ACME 1.0")
     ds.add_new(0x00091001, "LO", "PRIVATE VALUE")
     actions[0x00091001] = "X"

@@ -327,3 +327,23 @@ def test_write_refuses_when_the_source_changed_or_vanished(tmp_path: Path,
     with pytest.raises(PolicyRefused, match="vanished"):
         d.write(outcome, tmp_path / "out" / "b.dcm")
     assert not list((tmp_path / "out").iterdir())  # no partial or temp file left
+
+
+def test_identity_surviving_in_a_kept_attribute_is_refused(tmp_path: Path,
+                                                            keys: SiteKeys) -> None:
+    """A vendor writes the patient's name into an attribute the policy keeps: refused."""
+    ds = make_mammogram(rows=32, cols=32)
+    ds.PatientName = "Sæther^Ingrid"
+    ds.ManufacturerModelName = "Selenia Dimensions (Sæther)"
+    src = save(ds, tmp_path / "in.dcm")
+    d = engine(no_pixel_policy(tmp_path), keys)
+    with pytest.raises(PolicyRefused) as ei:
+        d.deidentify(src)
+    assert ei.value.code == "identity-survived"
+    assert "ManufacturerModelName" in ei.value.reason and "Sæther" not in ei.value.reason
+    # a surname that is also a code meaning word is terminology, not a leak
+    ds.ManufacturerModelName = "Selenia Dimensions"
+    ds.PatientName = "Breast^Ingrid"
+    src = save(ds, tmp_path / "in2.dcm")
+    out = d.deidentify(src).dataset
+    assert out.AnatomicRegionSequence[0].CodeMeaning == "Breast"

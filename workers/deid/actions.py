@@ -68,6 +68,7 @@ class Context:
     phi: frozenset[str]
     rows: list[ExplainRow] | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    generated: set[str] = field(default_factory=set)  # values the engine wrote (pseudonyms...)
 
     def count(self, action: Action) -> None:
         self.counts[action.value] = self.counts.get(action.value, 0) + 1
@@ -169,6 +170,7 @@ def _apply(ds: Dataset, elem: DataElement, d: Decision, ctx: Context, path: str,
             _remap_uids(elem, ctx)
         elif vr in DUMMY:
             elem.value = DUMMY[vr]
+            ctx.generated.add(str(DUMMY[vr]))
         else:
             del ds[tag]
         return
@@ -231,6 +233,7 @@ def _pseudonymize(elem: DataElement, ctx: Context) -> None:
             out.append(ctx.pseudo.value(kw, text, vr))
         else:
             raise PolicyRefused(f"pseudonym action does not apply to VR {vr}", code="bad-action")
+    ctx.generated.update(str(v) for v in out)
     _set(elem, out)
 
 

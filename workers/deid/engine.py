@@ -37,6 +37,7 @@ from workers.deid.pseudonym import Pseudonymizer
 from workers.deid.source import Source, map_pixels, read_source
 from workers.deid.text import TextCleaner, phi_tokens
 from workers.deid.types import DeidOutcome, Mapping, PixelDecision
+from workers.deid.verify import find_survivor, identity_needles
 
 STORAGE_ROOT = "1.2.840.10008.5.1.4."
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -70,6 +71,7 @@ class _Prepared:
     src: Source
     ctx: Context
     original: dict[str, str]
+    needles: frozenset[str]
 
 
 class Deidentifier:
@@ -101,6 +103,10 @@ class Deidentifier:
         except Exception as exc:  # fail closed: never half-cleaned output
             raise PolicyRefused(f"policy could not be applied ({type(exc).__name__})",
                                 code="engine-error") from None
+        survivor = find_survivor(ds, prep.needles, ctx.generated)
+        if survivor is not None:
+            raise PolicyRefused(f"an identifying value of the patient survived in {survivor}",
+                                code="identity-survived")
         self._mark(ds)
         for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
             if not str(ds.get(kw, "") or ""):  # cannot be filed or linked: refuse, never guess
@@ -208,7 +214,12 @@ class Deidentifier:
             "instance": str(ds.get("SOPInstanceUID", "") or ""),
             "accession": str(ds.get("AccessionNumber", "") or ""),
         }
-        return _Prepared(src, ctx, original)
+        try:
+            needles = identity_needles(ds)
+        except Exception as exc:
+            raise PolicyRefused(f"data set cannot be parsed ({type(exc).__name__})",
+                                code="malformed-element") from None
+        return _Prepared(src, ctx, original, needles)
 
     def _check_sop_class(self, sop_class: str) -> None:
         sc = self.policy.sop_classes
