@@ -91,6 +91,9 @@ def celery_for(settings: Settings) -> DeidgateCelery:
         return hit[1]
 
 
+app: DeidgateCelery  # built on first access, below
+
+
 def __getattr__(name: str) -> Any:
     """``celery -A workers.celery_app worker``: the worker process is an edge; it builds its
     settings from the environment once, here."""

@@ -135,7 +135,7 @@ def start_embedded(
                                     port=settings.api_port, log_level="warning",
                                     lifespan="on")
             server = uvicorn.Server(config)
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            # uvicorn installs no signal handlers off the main thread: `serve` keeps them
             t = threading.Thread(target=server.run, name="deidgate-api", daemon=True)
             t.start()
             deadline = time.monotonic() + 30
