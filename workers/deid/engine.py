@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import re
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -322,13 +323,18 @@ class Deidentifier:
         if pixel is not None and pixel.action == "blanked":
             if pixel.new_pixel_data is None:
                 raise PixelRefused("pixel stage blanked but returned no pixel data")
-            px = Dataset()
             bits = int(ds.get("BitsAllocated", 16))
             vr = "OB" if ts.is_compressed or bits <= 8 else "OW"
-            el = DataElement(pixel_tag, vr, pixel.new_pixel_data,
-                             is_undefined_length=ts.is_compressed)
-            px[pixel_tag] = el  # type: ignore[index]
-            yield _encode_ds(px, ts)
+            if ts.is_little_endian:
+                # Hand-built element header, then the value itself: a 27 MB value must not be
+                # copied through a Dataset, DicomBytesIO and getvalue() on its way to disk.
+                yield from _pixel_element(pixel_tag, vr, pixel.new_pixel_data, ts)
+            else:
+                px = Dataset()
+                px[pixel_tag] = DataElement(  # type: ignore[index]
+                    pixel_tag, vr, pixel.new_pixel_data, is_undefined_length=ts.is_compressed
+                )
+                yield _encode_ds(px, ts)
         elif pixel is not None and pixel.action != "no-pixels":
             if src is None or span is None:
                 raise PolicyRefused("the source file is needed to copy the pixel data",
@@ -371,6 +377,26 @@ def _encode_ds(ds: Dataset, ts: UID) -> bytes:
     return fp.getvalue()
 
 
+_SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+
+
+def _pixel_element(tag: int, vr: str, value: bytes, ts: UID) -> Iterator[bytes]:
+    """(7FE0,0010) in a little-endian syntax: header, value, and for encapsulated data the
+    sequence delimiter (the pixel stage returns fragments without it, as encapsulate() does)."""
+    undefined = ts.is_compressed
+    if len(value) % 2 and not undefined:
+        value = value + b"\x00"
+    length = 0xFFFFFFFF if undefined else len(value)
+    grp_elem = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if ts.is_implicit_VR:
+        yield grp_elem + struct.pack("<I", length)
+    else:
+        yield grp_elem + vr.encode("ascii") + b"\x00\x00" + struct.pack("<I", length)
+    yield value
+    if undefined:
+        yield _SEQ_DELIMITER
+
+
 def _copy_range(c: _Copy, out: Any) -> None:
     """Kernel-side copy of the original pixel element (copy_file_range, else sendfile/copy)."""
     with c.path.open("rb") as f:
@@ -385,6 +411,14 @@ def _copy_range(c: _Copy, out: Any) -> None:
                 remaining -= n
                 off += n
         except OSError:
+            # copy_file_range fails across filesystems (EXDEV): sendfile stays in the kernel.
+            with contextlib.suppress(OSError):
+                while remaining:
+                    n = os.sendfile(dst, f.fileno(), off, remaining)
+                    if n == 0:
+                        break
+                    remaining -= n
+                    off += n
             f.seek(off)
             while remaining:
                 buf = f.read(min(remaining, 1 << 20))
