@@ -66,6 +66,9 @@ def create_celery(settings: Settings) -> DeidgateCelery:
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
+        # On a broker connection loss, stop the tasks in flight (they are idempotent and are
+        # redone): acking one over the dead connection wedges the consumer (celery#8030 kind).
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
         task_serializer="json",
         accept_content=["json"],

@@ -3,8 +3,8 @@
 ``serve`` runs, from one command and with no configuration: the REST API (uvicorn, in a thread),
 the DICOM listener (threads), and two Celery workers (child processes; SQLite + the filesystem
 broker by default): one for this host's deid queue (a process per core: pixel work is CPU-bound)
-and one with threads for the default and score queues (C-FIND/C-MOVE wait on the network, and a
-move must never hold a slot that de-identification needs). Ctrl-C or SIGTERM stops them in the
+and one for the default and score queues (C-FIND/C-MOVE wait on the network, and a move must
+never hold a slot that de-identification needs). Ctrl-C or SIGTERM stops them in the
 safe order: no new associations, then the API, then the workers finish (warm shutdown) what they
 hold; anything cut short is redone by the sweep on the next start.
 """
@@ -56,12 +56,15 @@ def worker_command(settings: Settings, *, queues: list[str] | None = None,
 
 
 def embedded_workers(settings: Settings, concurrency: int | None) -> list[list[str]]:
-    """De-identification on processes (one per core); resolving/retrieving on threads."""
+    """De-identification on processes (one per core); resolving/retrieving on two more (they
+    mostly wait on the network; two matches a PACS node's default association limit)."""
     from service.jobs.orchestrate import deid_queue
 
     return [
         worker_command(settings, queues=[deid_queue(settings)], concurrency=concurrency),
-        worker_command(settings, queues=["default", "score"], concurrency=4, pool="threads"),
+        # prefork, not threads: a threads-pool worker does not recover from a Redis restart
+        # (kombu fails the ack of the task in flight and the consumer never comes back)
+        worker_command(settings, queues=["default", "score"], concurrency=2),
     ]
 
 

@@ -134,7 +134,7 @@ def test_listener_restarted_mid_move(tmp_path: Path) -> None:
 
 def test_cancel_mid_job_leaves_nothing_identified(tmp_path: Path) -> None:
     st = make_settings(tmp_path, db_url=_sqlite(tmp_path))
-    with gateway(tmp_path, st, n_exams=8) as gw:  # more studies than retrieval threads (4)
+    with gateway(tmp_path, st, n_exams=8) as gw:  # more studies than retrieval slots (2)
         job_id = gw.submit()
         gw.wait(job_id, until=lambda j: j["counts"]["instances_received"] >= 1)
         r = gw.api("POST", f"/jobs/{job_id}/cancel")
