@@ -37,12 +37,14 @@ def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:
     if settings.broker_url:
         return settings.broker_url, {"visibility_timeout": 3600}
     folder = settings.home / "broker"
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return "filesystem://", {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"),
+        # exchange bindings; kombu's default is "control" relative to the working directory
+        "control_folder": str(folder / "control"),
         "store_processed": False,
         "polling_interval": 0.1,
     }
