@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
@@ -37,7 +37,8 @@ class _State:
         return self.settings.db_url
 
 
-def init_context(ctx: typer.Context) -> None:
+def init_context(ctx: Any) -> None:
+    """Attach the one settings object to a (root) click/typer context."""
     if ctx.obj is None:
         try:
             ctx.obj = _State(load_settings())

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     max_pdu: int = 1_048_576
     spool_free_floor_mb: int = 1024
     dicom_config_file: Path | None = Field(
-        default=None, description="YAML/TOML seeding local AE, allow-list and PACS nodes on first use"
+        default=None, description="YAML/TOML seeding local AE, allow-list and nodes on first use"
     )
 
     # Jobs and workers
