@@ -22,7 +22,7 @@ from service.core.config import Settings
 from service.core.errors import SiteKeyError
 from service.core.keys import SiteKeys
 from service.core.security import InvalidToken, Principal, Role, authenticate
-from service.db.session import get_sessionmaker
+from service.db.session import session_scope
 
 log = logging.getLogger(__name__)
 _BEARER = {"WWW-Authenticate": "Bearer"}
@@ -37,15 +37,8 @@ def get_settings(request: Request) -> Settings:
 
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request: committed before the response is sent, else rolled back."""
-    session = get_sessionmaker(request.app.state.settings.db_url)()
-    try:
+    with session_scope(request.app.state.settings.db_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def get_keys(request: Request) -> SiteKeys:
