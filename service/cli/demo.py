@@ -50,6 +50,8 @@ def demo(
 ) -> None:
     """Run the gateway against a sample PACS of synthetic exams and extract them all."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    # the server-less broker has no host name; kombu's warning about it is noise in a demo
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     from service.cli.job import _progress_line, wait_for
     from service.cli.serve import start_embedded, stop_signals
     from service.core.security import create_token
