@@ -15,6 +15,8 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from service.core.fsync import fsync_dir
+
 _PART = ".part"
 
 
@@ -58,7 +60,7 @@ class Spool:
             raise
         os.close(fd)
         os.rename(tmp, final)
-        self._fsync_dir()
+        fsync_dir(self.root)
         return final, size
 
     def open_part(self) -> tuple[Path, int]:
@@ -74,7 +76,7 @@ class Spool:
             os.close(fd)
         final = self.root / f"{secrets.token_hex(16)}.dcm"
         os.rename(path, final)
-        self._fsync_dir()
+        fsync_dir(self.root)
         return final
 
     def discard(self, path: Path) -> None:
@@ -89,10 +91,3 @@ class Spool:
                 p.unlink()
                 n += 1
         return n
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -31,6 +31,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 from service.core.errors import PixelRefused, PolicyRefused, Rejected, UnsupportedSopClass
+from service.core.fsync import fsync_dir
 from service.core.keys import SiteKeys
 from workers.deid.actions import Context, ExplainRow, person_name_tokens, walk
 from workers.deid.policy import CID7050, Option, Policy
@@ -179,11 +180,7 @@ class Deidentifier:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(dest.parent)
 
     # ------------------------------------------------------------------ stages
 

@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.core.errors import Rejected, Retryable
+from service.core.fsync import fsync_dir
 from service.core.keys import SiteKeys
 from service.db.session import session_scope
 from workers.deid.types import DeidOutcome
@@ -76,14 +77,6 @@ def output_path(out_root: Path, outcome: DeidOutcome) -> Path:
     )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def quarantine_name(quarantine: Path) -> Path:
     """A random name: the spool name only promises no PHI, and a second refusal of the same
     content must not overwrite the first one's evidence."""
@@ -104,7 +97,7 @@ def quarantine_file(src: Path, dest: Path, exc: Rejected, *, source: str) -> Pat
     tmp.write_text(json.dumps(reason, indent=2))
     os.replace(tmp, dest.with_suffix(".json"))
     shutil.move(str(src), dest)
-    _fsync_dir(quarantine)
+    fsync_dir(quarantine)
     return dest
 
 
@@ -158,7 +151,7 @@ def process_instance(
 
     if delete_source:
         src.unlink(missing_ok=True)
-        _fsync_dir(src.parent)
+        fsync_dir(src.parent)
     log.info("de-identified instance %s (patient %s, pixels %s)", outcome.sop_instance_uid,
              outcome.patient_pseudonym, result.pixel_action)
     return result
