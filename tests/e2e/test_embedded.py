@@ -56,7 +56,7 @@ def test_job_through_rest_end_to_end(tmp_path: Path) -> None:
     """... and on to a research PACS (dcmtk storescp) as the job's destination."""
     from service.db.session import session_scope
     from service.dicom import admin
-    from tests.peers.net import free_port, wait_port
+    from tests.peers.net import free_port, stop_process, wait_port
 
     st = make_settings(tmp_path, db_url=_sqlite(tmp_path))
     research = tmp_path / "research"
@@ -71,8 +71,7 @@ def test_job_through_rest_end_to_end(tmp_path: Path) -> None:
                 admin.add_node(s, "research", ae_title="RESEARCH", host="127.0.0.1", port=port)
             _rest_end_to_end(gw, research)
     finally:
-        scp.terminate()
-        scp.wait(timeout=10)
+        stop_process(scp)
 
 
 def _rest_end_to_end(gw, research: Path) -> None:  # type: ignore[no-untyped-def]

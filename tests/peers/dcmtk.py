@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.peers.net import free_port, wait_port
+from tests.peers.net import free_port, stop_process, wait_port
 
 
 def storescu(port: int, files: Sequence[Path], *, calling: str = "STORESCU",
@@ -38,9 +38,4 @@ def storescp(folder: Path, *, ae_title: str = "STORESCP", max_pdu: int = 131_072
         wait_port(port)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)

@@ -1,8 +1,9 @@
-"""Free ports and waiting for a peer to listen."""
+"""Free ports, waiting for a peer to listen, and stopping a peer process."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 
@@ -21,3 +22,13 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, wait ``timeout`` s, then SIGKILL: a wedged peer never hangs the test run."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)

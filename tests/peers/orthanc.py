@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.peers.net import free_port, wait_port
+from tests.peers.net import free_port, stop_process, wait_port
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 
@@ -138,10 +138,5 @@ def orthanc_server(folder: Path, *, ae_title: str = "ORTHANC",
         wait_port(dicom_port)
         yield peer
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, timeout=15)
         log.close()
