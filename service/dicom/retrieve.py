@@ -467,10 +467,7 @@ class _Retrieval:
                 time.sleep(p.delay(attempt - 1))
             try:
                 if r.received and plan is None:  # something arrived earlier: only the rest
-                    listed, plan = _missing_plan(self.node, self.study.study_uid, have,
-                                                 local_ae=self.local_ae, keys=self.keys,
-                                                 timeouts=p.timeouts)
-                    r.expected = max(r.expected or 0, listed)
+                    plan = self._missing(have)
                     if not plan:
                         return self._done(attempt)
                 self._tell("getting" if self.node.retrieve == "get" else "moving", attempt)
@@ -483,10 +480,7 @@ class _Retrieval:
                 have = self.received()
                 r.received = len(have)
                 self._tell("checking", attempt)
-                listed, plan = _missing_plan(self.node, self.study.study_uid, have,
-                                             local_ae=self.local_ae, keys=self.keys,
-                                             timeouts=p.timeouts)
-                r.expected = max(r.expected or 0, listed)
+                plan = self._missing(have)
                 if not plan:
                     return self._done(attempt)
                 n_missing = sum(len(v) or 1 for v in plan.values())
@@ -508,6 +502,14 @@ class _Retrieval:
         log.warning("study %s failed: %s (%d of %s received)", r.study_key[:12], r.reason,
                     r.received, r.expected)
         return r
+
+    def _missing(self, have: set[str]) -> dict[str, list[str]]:
+        """What the PACS lists that is not in ``have``; raises ``expected`` to what it lists."""
+        listed, plan = _missing_plan(self.node, self.study.study_uid, have,
+                                     local_ae=self.local_ae, keys=self.keys,
+                                     timeouts=self.policy.timeouts)
+        self.report.expected = max(self.report.expected or 0, listed)
+        return plan
 
     def _pending(self, attempt: int, remaining: int | None) -> None:
         self.report.received = len(self.received()) if self.progress else self.report.received
