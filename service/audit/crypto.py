@@ -13,15 +13,11 @@
 
 from __future__ import annotations
 
-import os
-
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from service.core.errors import DeidgateError
-from service.core.keys import SiteKeys, hmac_sha256
+from service.core.keys import SiteKeys, aead_open, aead_seal, hmac_sha256
 
-NONCE_BYTES = 12
 _AAD_LABEL = "deidgate/audit-mapping/v1"
 
 # Kinds whose pseudonyms share one value space; a collision is checked per namespace.
@@ -53,15 +49,12 @@ def _aad(kind: str, pseudonym: str) -> bytes:
 
 
 def encrypt_original(keys: SiteKeys, *, kind: str, pseudonym: str, original: str) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
-    ct = AESGCM(keys.encryption).encrypt(nonce, original.encode("utf-8"), _aad(kind, pseudonym))
-    return nonce + ct
+    return aead_seal(keys.encryption, original.encode("utf-8"), _aad(kind, pseudonym))
 
 
 def decrypt_original(keys: SiteKeys, *, kind: str, pseudonym: str, blob: bytes) -> str:
-    nonce, ct = bytes(blob[:NONCE_BYTES]), bytes(blob[NONCE_BYTES:])
     try:
-        plain = AESGCM(keys.encryption).decrypt(nonce, ct, _aad(kind, pseudonym))
+        plain = aead_open(keys.encryption, blob, _aad(kind, pseudonym))
     except InvalidTag:
         raise MappingIntegrityError(
             f"the stored original of {kind} pseudonym {pseudonym} does not authenticate "

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from service.core.errors import SiteKeyError
@@ -124,3 +125,19 @@ def hmac_sha256(key: bytes, *parts: str) -> bytes:
         mac.update(len(b).to_bytes(4, "big"))
         mac.update(b)
     return mac.digest()
+
+
+NONCE_BYTES = 12
+
+
+def aead_seal(key: bytes, plain: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM under a fresh random 96-bit nonce, stored in front: ``nonce || ct+tag``.
+
+    ``aad`` binds the blob to where it is stored, so a blob copied elsewhere fails to open."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plain, aad)
+
+
+def aead_open(key: bytes, blob: bytes, aad: bytes) -> bytes:
+    """Inverse of ``aead_seal``; raises ``cryptography.exceptions.InvalidTag`` on any mismatch."""
+    return AESGCM(key).decrypt(bytes(blob[:NONCE_BYTES]), bytes(blob[NONCE_BYTES:]), aad)

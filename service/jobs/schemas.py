@@ -9,16 +9,14 @@ counts, states, pseudonymous study UIDs, and nothing that identifies a woman.
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import date, datetime
 from typing import Any, Literal
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.core.errors import DeidgateError
-from service.core.keys import SiteKeys
+from service.core.keys import SiteKeys, aead_open, aead_seal
 
 MAX_VALUES = 10_000
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -140,13 +138,12 @@ def parse_job_request(data: Any) -> JobRequest:
 # --- sealing: the request and original UIDs are PHI; stored only encrypted ---------------------
 
 def seal(keys: SiteKeys, payload: Any, *, aad: str) -> bytes:
-    nonce = os.urandom(12)
     data = json.dumps(payload, separators=(",", ":"), default=str).encode()
-    return nonce + AESGCM(keys.encryption).encrypt(nonce, data, aad.encode())
+    return aead_seal(keys.encryption, data, aad.encode())
 
 
 def unseal(keys: SiteKeys, blob: bytes, *, aad: str) -> Any:
-    return json.loads(AESGCM(keys.encryption).decrypt(blob[:12], blob[12:], aad.encode()))
+    return json.loads(aead_open(keys.encryption, blob, aad.encode()))
 
 
 def study_key(keys: SiteKeys, study_uid: str) -> str:
