@@ -22,7 +22,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -58,12 +58,6 @@ class InstanceResult:
     series_uid: str | None = None
     sop_instance_uid: str | None = None
     pixel_action: str | None = None
-
-    def to_report(self) -> dict[str, object]:
-        d = asdict(self)
-        for k in ("out_path", "quarantine_path"):
-            d[k] = str(d[k]) if d[k] is not None else None
-        return d
 
 
 def output_path(out_root: Path, outcome: DeidOutcome) -> Path:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 
 from service.core.errors import PolicyError
 
@@ -595,8 +595,3 @@ def load_policy(name_or_path: str | Path) -> Policy:
         with contextlib.suppress(ImportError):
             policy.pixel_options()
     return policy
-
-
-def vr_of_keyword(keyword: str) -> str:
-    tag = tag_for_keyword(keyword)
-    return dictionary_VR(tag) if tag is not None else "UN"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pydicom.datadict import tag_for_keyword
 
 from workers.deid import iod
-from workers.deid.policy import Action, Option, PolicyError, Rule, TagPattern
+from workers.deid.policy import Action, PolicyError, Rule, TagPattern
 
 if TYPE_CHECKING:
     from workers.deid.policy import Policy
@@ -105,6 +105,3 @@ class RuleSet:
             action = iod.resolve(written, t)
             via = f"{via}; iod-type-{t}" if t else f"{via}; iod-unknown"
         return Decision(rule, written, action, via)
-
-    def keeps_option(self, option: Option) -> bool:
-        return option in self.options
