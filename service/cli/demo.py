@@ -120,10 +120,7 @@ def demo(
                            err=True)
             if not exit_when_done:
                 typer.echo("serving; Ctrl-C stops")
-                while not stop.wait(0.5):
-                    if not emb.workers_alive():
-                        typer.echo("a worker process exited; stopping", err=True)
-                        break
+                emb.run_until(stop)
         finally:
             typer.echo("stopping ...", err=True)
             emb.stop()

@@ -110,6 +110,13 @@ class Embedded:
     def workers_alive(self) -> bool:
         return all(w.poll() is None for w in self.workers)
 
+    def run_until(self, stop: threading.Event) -> None:
+        """Block until ``stop`` is set or a worker process dies (then say so and return)."""
+        while not stop.wait(0.5):
+            if not self.workers_alive():
+                typer.echo("a worker process exited; stopping", err=True)
+                return
+
 
 def start_embedded(
     settings: Settings, db_url: str, *, api: bool = True, listener: bool = True,
@@ -190,10 +197,7 @@ def serve(
                 c = emb.listener.config
                 typer.echo(f"DICOM    AE {c.ae_title} on {c.host}:{emb.listener.port}")
             typer.echo(f"data     {st.settings.home}   (Ctrl-C stops)")
-            while not stop.wait(0.5):
-                if not emb.workers_alive():
-                    typer.echo("a worker process exited; stopping", err=True)
-                    break
+            emb.run_until(stop)
         finally:
             typer.echo("stopping ...", err=True)
             emb.stop()
