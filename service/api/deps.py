@@ -51,7 +51,7 @@ def get_keys(request: Request) -> SiteKeys:
     if keys is None:
         settings: Settings = request.app.state.settings
         try:
-            keys = SiteKeys.load(settings.site_key_path, create=settings.key_file is None)
+            keys = SiteKeys.for_settings(settings)
         except SiteKeyError as exc:
             log.error("site key unavailable: %s", exc.reason)  # paths stay in the server log
             raise ApiError(

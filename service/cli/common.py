@@ -20,10 +20,7 @@ class _State:
 
     def keys(self) -> SiteKeys:
         if self._keys is None:
-            # Generated only at the default location; a configured key file must exist.
-            self._keys = SiteKeys.load(
-                self.settings.site_key_path, create=self.settings.key_file is None
-            )
+            self._keys = SiteKeys.for_settings(self.settings)
         return self._keys
 
     def db_url(self) -> str:

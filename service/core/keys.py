@@ -19,12 +19,16 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from service.core.errors import SiteKeyError
+
+if TYPE_CHECKING:
+    from service.core.config import Settings
 
 KEY_BYTES = 32
 _KNOWN_BAD = {
@@ -112,6 +116,12 @@ class SiteKeys:
     @classmethod
     def load(cls, path: Path, *, create: bool = True) -> SiteKeys:
         return cls.from_master(load_or_create(path, create=create))
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> SiteKeys:
+        """The site keys, generated only at the default location: a key file named in the
+        settings must exist, or a fresh key there would silently start a second pseudonym space."""
+        return cls.load(settings.site_key_path, create=settings.key_file is None)
 
     def __repr__(self) -> str:
         return f"SiteKeys(fingerprint={self.fingerprint!r})"

@@ -69,3 +69,16 @@ def test_hmac_parts_are_unambiguous() -> None:
     key = os.urandom(32)
     assert hmac_sha256(key, "ab", "c") != hmac_sha256(key, "a", "bc")
     assert hmac_sha256(key, "x") == hmac_sha256(key, "x")
+
+
+def test_for_settings_creates_only_at_the_default_location(tmp_path: Path) -> None:
+    from service.core.config import Settings
+
+    absent = tmp_path / "elsewhere" / "site.key"
+    with pytest.raises(SiteKeyError):
+        SiteKeys.for_settings(Settings(home=tmp_path / "a", key_file=absent))
+    assert not absent.exists()  # a configured key is never silently replaced by a fresh one
+    default = Settings(home=tmp_path / "b")
+    keys = SiteKeys.for_settings(default)
+    assert default.site_key_path.exists()
+    assert SiteKeys.for_settings(default).pseudonym == keys.pseudonym
