@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 from pydicom import Dataset
-from sqlalchemy import text
 
 from service.audit.store import AuditStore
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.core.security import Role
-from service.db.session import get_engine, session_scope
+from service.db.session import session_scope
 from tests.api.conftest import bearer
+from tests.audit.util import tamper
 from workers.deid.types import DeidOutcome, Mapping
 
 PATIENT_ID, PATIENT_PSN = "01017012345", "PQ2ZLT7B6YV5KDXAM3RC"
@@ -148,12 +148,7 @@ def test_chain_verification_sees_tampering(
             "ok": True, "events": 2, "head_seq": 2, "first_bad_seq": None, "findings": []
         }
     # Someone with database access rewrites who did the re-identification.
-    with get_engine(migrated_db).begin() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.execute(text("DROP TRIGGER audit_events_no_update"))
-        else:
-            conn.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
-        conn.execute(text("UPDATE audit_events SET actor = 'token:nobody' WHERE seq = 2"))
+    tamper(migrated_db, "UPDATE audit_events SET actor = 'token:nobody' WHERE seq = 2")
     r = client.get("/api/v1/audit/chain", headers=bearer(tokens[Role.auditor]))
     body = r.json()
     assert r.status_code == 200 and body["ok"] is False and body["first_bad_seq"] == 2
