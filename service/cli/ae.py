@@ -21,10 +21,8 @@ ae_app = typer.Typer(help="The gateway's DICOM AE and its calling-AE allow-list.
 def _seeded(ctx: typer.Context) -> str:
     st = state(ctx)
     url = st.db_url()
-    cfg = (admin.load_config_file(st.settings.dicom_config_file)
-           if st.settings.dicom_config_file else None)
     with session_scope(url) as s:
-        admin.seed(s, st.settings, cfg)
+        admin.seed_from_settings(s, st.settings)
     return url
 
 

@@ -245,3 +245,9 @@ def seed(session: Session, settings: Settings, config: dict[str, Any] | None = N
     except (KeyError, TypeError) as exc:
         raise InvalidSetting(f"DICOM config entry incomplete: {exc}") from None
     return local is not None
+
+
+def seed_from_settings(session: Session, settings: Settings) -> bool:
+    """``seed`` with the DICOM config file the settings name, if they name one."""
+    cfg = load_config_file(settings.dicom_config_file) if settings.dicom_config_file else None
+    return seed(session, settings, cfg)

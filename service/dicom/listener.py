@@ -117,9 +117,7 @@ class Listener:
                       on_stored: OnStored | None = None, **overrides: Any) -> Listener:
         """Local AE from the database (seeded from settings and the config file on first use)."""
         with session_scope(db_url) as s:
-            cfg = admin.load_config_file(settings.dicom_config_file) \
-                if settings.dicom_config_file else None
-            admin.seed(s, settings, cfg)
+            admin.seed_from_settings(s, settings)
             local = admin.get_local_ae(s, settings)
         conf = ListenerConfig(ae_title=local.ae_title, host=local.host, port=local.port,
                               max_pdu=local.max_pdu)

@@ -24,7 +24,7 @@ def test_seed_from_settings_and_file_then_edit(migrated_db: str, home: Path) -> 
         " max_associations: 3}]\n")
     s = Settings(home=home, database_url=migrated_db, dicom_config_file=cfg)
     with session_scope(migrated_db) as ses:
-        assert admin.seed(ses, s, admin.load_config_file(cfg)) is True
+        assert admin.seed_from_settings(ses, s) is True  # the file the settings name
     with session_scope(migrated_db) as ses:
         assert admin.seed(ses, s, admin.load_config_file(cfg)) is False  # first use only
         local = admin.get_local_ae(ses, s)
