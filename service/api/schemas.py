@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.core.security import Role, as_utc
+from service.core.security import Role
+from service.db.base import as_utc
 
 Category = Literal["likely-normal", "standard", "priority"]
 

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from service.audit.crypto import chain_key
 from service.core.errors import ConfigurationError
 from service.core.keys import SiteKeys
-from service.db.base import utcnow
+from service.db.base import as_utc, utcnow
 from service.db.models.audit import GENESIS_HASH, AuditChainHead, AuditEvent
 
 HASH_VERSION = 1
@@ -48,9 +48,7 @@ def canonical_details(details: dict[str, Any]) -> str:
 
 
 def _time_text(at: datetime) -> str:
-    if at.tzinfo is None:  # SQLite returns naive datetimes; they were written as UTC
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return as_utc(at).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def event_hash(key: bytes, *, at: datetime, kind: str, actor: str, details: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, select
@@ -26,7 +26,7 @@ from service.audit.crypto import (
 )
 from service.core.errors import DeidgateError, PolicyRefused
 from service.core.keys import SiteKeys
-from service.db.base import utcnow
+from service.db.base import as_utc, utcnow
 from service.db.models.audit import AuditEvent, AuditMapping
 from workers.deid.types import DeidOutcome
 
@@ -68,11 +68,6 @@ class EventView:
     kind: str
     actor: str
     details: dict[str, Any]
-
-
-def _aware(at: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time was written in UTC."""
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 class AuditStore:
@@ -240,7 +235,7 @@ class AuditStore:
         if patient is not None:
             stmt = stmt.where(AuditMapping.patient_pseudonym == patient)
         return [MappingInfo(m.kind, m.pseudonym, m.patient_pseudonym, m.policy_name,
-                            m.policy_version, m.source, m.job_id, _aware(m.created_at))
+                            m.policy_version, m.source, m.job_id, as_utc(m.created_at))
                 for m in self.session.scalars(stmt)]
 
     def events(self, kind: str | None = None, *, limit: int | None = None) -> list[EventView]:
@@ -252,7 +247,7 @@ class AuditStore:
             stmt = stmt.limit(limit)
         rows = list(self.session.scalars(stmt))
         rows.reverse()
-        return [EventView(e.seq, _aware(e.at), e.kind, e.actor, json.loads(e.details))
+        return [EventView(e.seq, as_utc(e.at), e.kind, e.actor, json.loads(e.details))
                 for e in rows]
 
     def reidentifications(self) -> list[EventView]:

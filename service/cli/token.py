@@ -17,7 +17,8 @@ from service.audit.store import AuditStore
 from service.cli.common import guard, state
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
-from service.core.security import Role, as_utc, create_token, list_tokens, revoke_token
+from service.core.security import Role, create_token, list_tokens, revoke_token
+from service.db.base import as_utc
 from service.db.session import session_scope
 
 

@@ -19,14 +19,14 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.core.errors import DeidgateError
-from service.db.base import utcnow
+from service.db.base import as_utc, utcnow
 from service.db.models.auth import ApiToken
 
 TOKEN_SCHEME = "dgt"  # noqa: S105 - the public scheme prefix, not a secret
@@ -153,16 +153,7 @@ def authenticate(session: Session, token: str) -> Principal:
     if row.revoked_at is not None:
         raise InvalidToken("API token has been revoked")
     now = utcnow()
-    last = row.last_used_at
-    if last is not None and last.tzinfo is None:  # SQLite returns naive UTC
-        last = last.replace(tzinfo=UTC)
+    last = as_utc(row.last_used_at)
     if last is None or now - last >= _LAST_USED_RESOLUTION:
         row.last_used_at = now
     return Principal(token_id=row.id, name=row.name, role=Role(row.role), prefix=row.prefix)
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
