@@ -51,7 +51,7 @@ def find(session: Session, settings: Settings, pacs: str, request: dict[str, Any
     node, local = _node(settings, pacs)
     try:
         found = find_studies(node, request, local_ae=local,
-                             keys=SiteKeys.load(settings.site_key_path))
+                             keys=SiteKeys.for_settings(settings))
     except PacsError as exc:
         if exc.permanent:
             raise PermanentPacsFailure(f"{exc.code}: {exc.reason}") from None

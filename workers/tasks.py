@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 @lru_cache(maxsize=4)
 def site_keys(path: Path) -> SiteKeys:
-    return SiteKeys.load(path)
+    """Workers never generate a key: a worker host without the site's key would otherwise
+    start a second pseudonym space. `serve`, `listen` or any CLI command creates it first."""
+    return SiteKeys.load(path, create=False)
 
 
 @lru_cache(maxsize=16)

@@ -11,6 +11,7 @@ hold; anything cut short is redone by the sweep on the next start.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -81,6 +82,7 @@ class Embedded:
     threads: list[threading.Thread] = field(default_factory=list)
 
     def stop(self, timeout: float = 60.0) -> None:
+        self.stopped.set()  # the supervisor must not restart what we stop
         if self.listener is not None:
             self.listener.stop()
             self.listener = None
@@ -89,32 +91,83 @@ class Embedded:
             if self.api_thread is not None:
                 self.api_thread.join(timeout=15)
             self.api_server = None
-        for w in self.workers:  # warm shutdown: each finishes the task it holds
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        for w in self.workers:
-            try:
-                w.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait(timeout=10)
-        self.workers = []
+        with self.lock:
+            for w in self.workers:  # warm shutdown: each finishes the task it holds
+                if w.poll() is None:
+                    w.send_signal(signal.SIGTERM)
+            for w in self.workers:
+                try:
+                    w.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+                    w.wait(timeout=10)
+            self.workers = []
+
+    commands: list[list[str]] = field(default_factory=list)
+    log_file: Any = None
+    restarts: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stopped: threading.Event = field(default_factory=threading.Event)
+    gave_up: bool = False
+
+    def _spawn(self, cmd: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            cmd, env=settings_env(self.settings), stdout=self.log_file,
+            stderr=subprocess.STDOUT if self.log_file else None,
+            start_new_session=True)  # our stop order, not the terminal's Ctrl-C
 
     def start_workers(self, concurrency: int | None = None, log_file: Any = None) -> None:
-        for cmd in embedded_workers(self.settings, concurrency):
-            self.workers.append(subprocess.Popen(
-                cmd, env=settings_env(self.settings), stdout=log_file,
-                stderr=subprocess.STDOUT if log_file else None,
-                start_new_session=True))  # our stop order, not the terminal's Ctrl-C
+        with self.lock:
+            self.log_file = log_file
+            self.commands = embedded_workers(self.settings, concurrency)
+            self.workers = [self._spawn(cmd) for cmd in self.commands]
 
-    def workers_alive(self) -> bool:
-        return all(w.poll() is None for w in self.workers)
+    def kill_workers(self) -> None:
+        """SIGKILL the workers and their pool children (process groups): no clean-up at all."""
+        with self.lock:
+            for w in self.workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(w.pid, signal.SIGKILL)
+                w.wait(timeout=10)
+            self.workers = []
+
+    def supervise(self, *, max_restarts: int = 5, window_s: float = 300.0) -> bool:
+        """Restart any worker process that exited on its own; False when they keep dying.
+
+        Celery's consumer can give up for good on a broker connection loss ("Unrecoverable
+        error" while restoring unacknowledged messages to a Redis that is still down). In a
+        deployment the process supervisor restarts it; in embedded mode this is that supervisor.
+        Restarting is safe: tasks are idempotent and the sweep re-sends lost work.
+        """
+        with self.lock:
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < window_s]
+            for i, w in enumerate(self.workers):
+                if w.poll() is None:
+                    continue
+                if len(self.restarts) >= max_restarts:
+                    return False
+                log.warning("worker process exited (status %s); restarting it", w.returncode)
+                self.restarts.append(now)
+                self.workers[i] = self._spawn(self.commands[i])
+            return True
+
+    def start_supervisor(self) -> None:
+        def loop() -> None:
+            while not self.stopped.wait(0.5):
+                if not self.supervise():
+                    self.gave_up = True
+                    return
+
+        t = threading.Thread(target=loop, name="deidgate-supervisor", daemon=True)
+        t.start()
+        self.threads.append(t)
 
     def run_until(self, stop: threading.Event) -> None:
-        """Block until ``stop`` is set or a worker process dies (then say so and return)."""
+        """Block until ``stop`` is set, or the supervisor gives up on workers that keep dying."""
         while not stop.wait(0.5):
-            if not self.workers_alive():
-                typer.echo("a worker process exited; stopping", err=True)
+            if self.gave_up:
+                typer.echo("worker processes keep exiting; stopping", err=True)
                 return
 
 
@@ -125,11 +178,12 @@ def start_embedded(
     from service.core.keys import SiteKeys
 
     settings.ensure_dirs()
-    keys = SiteKeys.load(settings.site_key_path)
+    keys = SiteKeys.for_settings(settings)
     emb = Embedded(settings)
     try:
         if worker:
             emb.start_workers(concurrency, log_file)
+            emb.start_supervisor()
         if listener:
             from service.dicom.listener import Listener
             from workers.intake import make_on_stored

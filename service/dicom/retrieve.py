@@ -408,7 +408,7 @@ def retrieve_study(node: NodeConfig, study: StudyMatch | str, *, local_ae: str |
     if settings is not None:
         with get_sessionmaker(settings.db_url)() as s:
             local_ae = local_ae or admin.get_local_ae(s, settings).ae_title
-        keys = keys or SiteKeys.load(settings.site_key_path)
+        keys = keys or SiteKeys.for_settings(settings)
         if sink is None and node.retrieve == "get":
             sink = StoreSink(db_url=settings.db_url, keys=keys, spool=Spool(
                 settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20))

@@ -3,10 +3,7 @@ process, optionally the REST API, on SQLite + the filesystem broker or PostgreSQ
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -82,11 +79,7 @@ class Gateway:
     # --- processes ----------------------------------------------------------------------
     def kill_workers(self) -> None:
         """SIGKILL the workers and their pool children (process groups): no clean-up at all."""
-        for w in self.emb.workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(w.pid, signal.SIGKILL)
-            w.wait(timeout=10)
-        self.emb.workers = []
+        self.emb.kill_workers()
 
     def start_workers(self, concurrency: int = 1) -> None:
         self.emb.start_workers(concurrency, self.worker_log)
