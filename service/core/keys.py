@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from service.core.errors import SiteKeyError
+from service.core.fsync import fsync_dir
 
 if TYPE_CHECKING:
     from service.core.config import Settings
@@ -70,6 +71,7 @@ def create_key_file(path: Path) -> bytes:
     finally:
         os.close(fd)
     os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    fsync_dir(path.parent)  # losing the key's name after a crash would lose every mapping
     return raw
 
 

@@ -88,7 +88,10 @@ def quarantine_file(src: Path, dest: Path, exc: Rejected, *, source: str) -> Pat
         "refused_at": datetime.now(UTC).isoformat(),
     }
     tmp = dest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(reason, indent=2))
+    with tmp.open("w") as fh:  # the reason must survive a crash as surely as the file
+        fh.write(json.dumps(reason, indent=2))
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, dest.with_suffix(".json"))
     shutil.move(str(src), dest)
     fsync_dir(quarantine)
