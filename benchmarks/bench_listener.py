@@ -4,10 +4,14 @@ Full-size synthetic mammograms (4096 x 3328, 16-bit, ~27 MB uncompressed; and JP
 lossless) are sent by dcmtk ``storescu`` to (a) dcmtk ``storescp`` writing into a temporary folder
 and (b) our listener (durable writes: fsync + atomic rename + database record), alternating
 receiver on every repetition. Then 4 concurrent ``storescu`` senders (distinct instances) go to
-each receiver (storescp with --fork), and the listener's records are checked: no instance lost.
-The listener runs in a child process so its resident memory (idle, peak) can be read from /proc.
+each receiver (``storescp --fork``, a process per association; plain ``storescp``, one at a time;
+the listener), and the listener's records are checked: no instance lost. The listener runs as
+``--processes`` processes sharing the port (default: the ``listener_processes`` setting, as
+``deidgate listen`` and ``serve`` use it), in child processes so their resident memory (idle,
+peak, summed over the group) can be read from /proc.
 
 Run: .venv/bin/python benchmarks/bench_listener.py [--files 8] [--reps 5] [--concurrent 4]
+     [--processes N]
 """
 
 from __future__ import annotations
@@ -41,21 +45,23 @@ from service.db.migrate import upgrade
 from service.core.keys import SiteKeys
 from service.db.session import session_scope
 from service.dicom import admin
-from service.dicom.listener import Listener, ListenerConfig
+from service.dicom.listener import ListenerConfig
+from service.dicom.procs import ListenerGroup
 from service.dicom.spool import Spool
-d, port = Path(sys.argv[1]), int(sys.argv[2])
+d, port, processes = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[4])
 url = f"sqlite:///{d / 'db.sqlite'}"
 upgrade(url)
 keys = SiteKeys.load(d / "keys" / "site.key")
 with session_scope(url) as s:
     for i in range(8):
         admin.allow(s, f"BENCH{i}")
-listener = Listener(ListenerConfig(ae_title="DEIDGATE", host="127.0.0.1", port=port,
-                                   max_pdu=int(sys.argv[3])),
-                    db_url=url, keys=keys, spool=Spool(d / "spool")).start()
+listener = ListenerGroup(ListenerConfig(ae_title="DEIDGATE", host="127.0.0.1", port=port,
+                                        max_pdu=int(sys.argv[3])),
+                         db_url=url, keys=keys, spool=Spool(d / "spool"),
+                         processes=processes).start()
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: stop.set())
-print("ready", flush=True)
+print("ready", *(p.pid for p in listener.children), flush=True)
 stop.wait()
 listener.stop()
 """
@@ -79,33 +85,37 @@ def make_files(folder: Path, n: int, transfer_syntax: str) -> list[Path]:
     return out
 
 
-def rss_kib(pid: int) -> tuple[int, int]:
-    """(current, peak) resident set size of a process, KiB."""
+def rss_kib(pids: list[int]) -> tuple[int, int]:
+    """(current, peak) resident set size summed over processes, KiB."""
     cur = peak = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            cur = int(line.split()[1])
-        elif line.startswith("VmHWM:"):
-            peak = int(line.split()[1])
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                cur += int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                peak += int(line.split()[1])
     return cur, peak
 
 
-def reset_peak(pid: int) -> None:
-    with contextlib.suppress(OSError):  # needs privileges; the peak is then since start
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
+def reset_peak(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):  # needs privileges; the peak is then since start
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 class ListenerProc:
-    def __init__(self, folder: Path, max_pdu: int) -> None:
+    def __init__(self, folder: Path, max_pdu: int, processes: int) -> None:
         self.folder = folder
         self.port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE, str(folder), str(self.port), str(max_pdu)],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            [sys.executable, "-c", SERVE, str(folder), str(self.port), str(max_pdu),
+             str(processes)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
-        if self.proc.stdout.readline().strip() != "ready":
+        words = self.proc.stdout.readline().split()
+        if not words or words[0] != "ready":
             raise RuntimeError("listener did not start")
+        self.pids = [self.proc.pid, *map(int, words[1:])]
         wait_port(self.port)
 
     def records(self) -> int:
@@ -167,6 +177,8 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=4)
     ap.add_argument("--max-pdu", type=int, default=1_048_576, help="listener's max PDU")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--processes", type=int, default=None,
+                    help="listener processes (default: the listener_processes setting)")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-listener-"))
     try:
@@ -185,10 +197,15 @@ def run(work: Path, args: argparse.Namespace) -> None:
     }
     print(f"generated files in {time.perf_counter() - t0:.1f} s; {os.cpu_count()} CPUs",
           flush=True)
-    listener = ListenerProc(work / "listener", args.max_pdu)
+    from service.core.config import Settings
+    from service.dicom.procs import resolve_processes
+
+    procs = resolve_processes(Settings().listener_processes if args.processes is None
+                              else args.processes)
+    listener = ListenerProc(work / "listener", args.max_pdu, procs)
     rows: list[tuple[str, str, float, float, int, float, str]] = []
     try:
-        idle_rss, _ = rss_kib(listener.proc.pid)
+        idle_rss, _ = rss_kib(listener.pids)
         for kind, (files, extra) in kinds.items():
             files = files[: args.files]
             mb = sum(p.stat().st_size for p in files) / 1e6
@@ -215,30 +232,31 @@ def run(work: Path, args: argparse.Namespace) -> None:
         files = kinds["uncompressed"][0]
         groups = [files[i * args.files:(i + 1) * args.files] for i in range(args.concurrent)]
         mb = sum(p.stat().st_size for p in files) / 1e6
-        conc: dict[str, list[float]] = {"storescp --fork": [], "listener": []}
+        conc: dict[str, list[float]] = {"storescp --fork": [], "storescp": [], "listener": []}
         peak_rss = 0
         for rep in range(args.reps):
-            out = work / "scp-conc" / str(rep)
-            port = free_port()
-            proc = subprocess.Popen(["storescp", "--fork", "+B", "-aet", "STORESCP", "-od",
-                                     str(out), str(port)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            out.mkdir(parents=True, exist_ok=True)
-            try:
-                wait_port(port)
-                conc["storescp --fork"].append(send_concurrent(port, groups, "STORESCP", []))
-            finally:
-                proc.terminate()
-                proc.wait(timeout=10)
-                shutil.rmtree(out, ignore_errors=True)
+            for who, fork in (("storescp --fork", ["--fork"]), ("storescp", [])):
+                out = work / "scp-conc" / str(rep)
+                port = free_port()
+                out.mkdir(parents=True, exist_ok=True)
+                proc = subprocess.Popen(["storescp", *fork, "+B", "-aet", "STORESCP", "-od",
+                                         str(out), str(port)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+                try:
+                    wait_port(port)
+                    conc[who].append(send_concurrent(port, groups, "STORESCP", []))
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=10)
+                    shutil.rmtree(out, ignore_errors=True)
             listener.reset()
-            reset_peak(listener.proc.pid)
+            reset_peak(listener.pids)
             sampling = threading.Event()
             peaks: list[int] = []
 
             def sample(stop: threading.Event, out: list[int]) -> None:
                 while not stop.is_set():
-                    out.append(rss_kib(listener.proc.pid)[0])
+                    out.append(rss_kib(listener.pids)[0])
                     time.sleep(0.01)
 
             sampler = threading.Thread(target=sample, args=(sampling, peaks))
@@ -246,7 +264,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
             conc["listener"].append(send_concurrent(listener.port, groups, "DEIDGATE", []))
             sampling.set()
             sampler.join()
-            peak_rss = max(peak_rss, max(peaks), rss_kib(listener.proc.pid)[1])
+            peak_rss = max(peak_rss, max(peaks), rss_kib(listener.pids)[1])
             got = listener.records()
             if got != len(files):
                 raise RuntimeError(f"concurrent: listener recorded {got} of {len(files)}")
@@ -263,18 +281,22 @@ def run(work: Path, args: argparse.Namespace) -> None:
           f"{'median s':>9} {'ratio':>7} {'MB/s range':>12}")
     ref: dict[str, float] = {}
     for kind, who, mbs, fps, n, med, spread in rows:
-        if who.startswith("storescp"):
+        if who.startswith("storescp") and kind not in ref:  # storescp --fork where it ran
             ref[kind] = mbs
         ratio = mbs / ref[kind] if kind in ref else float("nan")
         print(f"{kind:<26} {who:<16} {mbs:>8.1f} {fps:>8.2f} {n:>8} {med:>9.3f} {ratio:>7.2f} "
               f"{spread:>12}")
     single = next(m for k, w, m, *_ in rows if k == "uncompressed" and w == "storescp")
     conc_l = next(m for k, w, m, *_ in rows if "senders" in k and w == "listener")
-    print(f"listener with {args.concurrent} senders vs storescp single-sender: "
-          f"{conc_l / single:.2f}")
+    conc_single = next(m for k, w, m, *_ in rows if "senders" in k and w == "storescp")
+    print(f"listener ({procs} process{'es' if procs > 1 else ''}) with {args.concurrent} "
+          f"senders vs storescp --fork: {conc_l / ref[rows[-1][0]]:.2f}; vs plain storescp "
+          f"(one association at a time): {conc_l / conc_single:.2f}; vs storescp "
+          f"single-sender: {conc_l / single:.2f}")
     print()
     extra_mib = max(0, peak_rss - idle_rss) / 1024
-    print(f"listener RSS idle {idle_rss / 1024:.0f} MiB, peak with {args.concurrent} concurrent "
+    print(f"listener RSS ({procs} processes, summed) idle {idle_rss / 1024:.0f} MiB, peak with "
+          f"{args.concurrent} concurrent "
           f"associations {peak_rss / 1024:.0f} MiB -> {extra_mib / args.concurrent:.0f} MiB per "
           f"association (27 MB instances, max PDU {args.max_pdu})")
     print(f"repetitions: {args.reps} (single sender, receivers alternating), {args.reps} "

@@ -6,6 +6,7 @@ also queued for de-identification (``--no-queue`` only spools and records them).
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 from typing import Annotated, Any
@@ -24,25 +25,25 @@ def listen(
                                         help="queue de-identification of arrivals")] = True,
 ) -> None:
     """Receive into the spool until Ctrl-C (or SIGTERM); stops cleanly."""
-    from service.dicom.listener import Listener
+    from service.dicom.procs import ListenerGroup
 
     st = state(ctx)
-    on_stored: Any = None
+    factory: Any = None
     if queue:
         try:
             from workers.intake import make_on_stored
 
-            on_stored = make_on_stored(st.settings)
+            factory = functools.partial(make_on_stored, st.settings)  # built in each process
         except ImportError:
-            on_stored = None
+            factory = None
     overrides: dict[str, Any] = {}
     if port is not None:
         overrides["port"] = port
     if host is not None:
         overrides["host"] = host
     try:
-        listener = Listener.from_settings(st.settings, db_url=st.db_url(), keys=st.keys(),
-                                          on_stored=on_stored, **overrides)
+        listener = ListenerGroup.from_settings(st.settings, db_url=st.db_url(), keys=st.keys(),
+                                               on_stored_factory=factory, **overrides)
     except DeidgateError as exc:
         guard(exc)
     stop = threading.Event()
@@ -50,7 +51,9 @@ def listen(
         signal.signal(sig, lambda *_: stop.set())
     listener.start()
     c = listener.config
-    typer.echo(f"listening as {c.ae_title} on {c.host}:{listener.port} (max PDU {c.max_pdu}); "
+    n = getattr(listener, "processes", 1)
+    typer.echo(f"listening as {c.ae_title} on {c.host}:{listener.port} (max PDU {c.max_pdu}, "
+               f"{n} process{'es' if n > 1 else ''}); "
                f"spool {st.settings.spool_dir}; Ctrl-C stops", err=True)
     listener.serve_forever(stop)
     typer.echo("listener stopped", err=True)

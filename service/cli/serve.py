@@ -185,11 +185,15 @@ def start_embedded(
             emb.start_workers(concurrency, log_file)
             emb.start_supervisor()
         if listener:
-            from service.dicom.listener import Listener
+            import functools
+
+            from service.dicom.procs import ListenerGroup
             from workers.intake import make_on_stored
 
-            emb.listener = Listener.from_settings(settings, db_url=db_url, keys=keys,
-                                                  on_stored=make_on_stored(settings)).start()
+            # each listener process builds its own hook (and database engine) from settings
+            emb.listener = ListenerGroup.from_settings(
+                settings, db_url=db_url, keys=keys,
+                on_stored_factory=functools.partial(make_on_stored, settings)).start()
         if api:
             import uvicorn
 

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     max_pdu: int = 1_048_576
     spool_free_floor_mb: int = 1024
+    listener_processes: int = Field(
+        default=0, ge=0,
+        description="listener processes sharing the port (SO_REUSEPORT); 0 = min(2, CPUs): "
+                    "one Python process is GIL-bound near one core of receive work")
     dicom_config_file: Path | None = Field(
         default=None, description="YAML/TOML seeding local AE, allow-list and nodes on first use"
     )

@@ -9,6 +9,7 @@ attempt is recorded. Every accepted C-STORE goes through ``StoreSink`` (spool, r
 from __future__ import annotations
 
 import logging
+import socket
 import socketserver
 import threading
 import time
@@ -96,6 +97,17 @@ class ListenerConfig:
     network_timeout: float = 60.0  # idle time before a silent peer is dropped
     allow_cache_s: float = 5.0
     stream_writes: bool = True  # write to the spool as PDUs arrive (see service.dicom.stream)
+    reuse_port: bool = False  # SO_REUSEPORT: several processes share the port (service.dicom.procs)
+
+
+class _ReusePortServer(ThreadedAssociationServer):
+    """Sets SO_REUSEPORT before pynetdicom's bind, so the kernel spreads new connections over
+    every process bound to the port (each association stays on the process that accepted it)."""
+
+    def server_bind(self) -> None:
+        sock: socket.socket = self.socket  # type: ignore[assignment]  # set by TCPServer
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 class Listener:
@@ -116,15 +128,7 @@ class Listener:
     def from_settings(cls, settings: Settings, *, db_url: str, keys: SiteKeys,
                       on_stored: OnStored | None = None, **overrides: Any) -> Listener:
         """Local AE from the database (seeded from settings and the config file on first use)."""
-        with session_scope(db_url) as s:
-            admin.seed_from_settings(s, settings)
-            local = admin.get_local_ae(s, settings)
-        conf = ListenerConfig(ae_title=local.ae_title, host=local.host, port=local.port,
-                              max_pdu=local.max_pdu)
-        for k, v in overrides.items():
-            setattr(conf, k, v)
-        settings.spool_dir.mkdir(parents=True, exist_ok=True)
-        spool = Spool(settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20)
+        conf, spool = config_from_settings(settings, db_url=db_url, **overrides)
         return cls(conf, db_url=db_url, keys=keys, spool=spool, on_stored=on_stored)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -144,10 +148,13 @@ class Listener:
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
         return ae
 
-    def start(self) -> Listener:
+    def start(self, *, sweep: bool = True) -> Listener:
+        """``sweep=False`` for a process joining a running group: the ``.part`` files in the
+        spool are then another process's arrivals, not a crash's leftovers."""
         if self._server is not None:
             return self
-        self.sink.spool.sweep_partials()
+        if sweep:
+            self.sink.spool.sweep_partials()
         ae = self._make_ae()
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
@@ -155,8 +162,13 @@ class Listener:
             (evt.EVT_C_ECHO, lambda event: 0x0000),
             *(self.stream.handlers() if self.stream is not None else []),
         ]
-        self._server = ae.start_server((self.config.host, self.config.port), block=False,
-                                       evt_handlers=handlers)
+        server_class = _ReusePortServer if self.config.reuse_port else ThreadedAssociationServer
+        server = ae.make_server((self.config.host, self.config.port), evt_handlers=handlers,
+                                server_class=server_class)
+        threading.Thread(target=server.serve_forever, name="deidgate-acceptor",
+                         daemon=True).start()
+        ae._servers.append(server)  # as AE.start_server does
+        self._server = server
         log.info("listener %s on %s:%d", self.config.ae_title, self.config.host, self.port)
         return self
 
@@ -227,3 +239,17 @@ class Listener:
             log.exception("could not record a rejected association")
         assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
         assoc.kill()  # as pynetdicom does itself: lets the DUL send the RJ before closing
+
+
+def config_from_settings(settings: Settings, *, db_url: str,
+                         **overrides: Any) -> tuple[ListenerConfig, Spool]:
+    """Local AE from the database (seeded on first use), with overrides, and the spool."""
+    with session_scope(db_url) as s:
+        admin.seed_from_settings(s, settings)
+        local = admin.get_local_ae(s, settings)
+    conf = ListenerConfig(ae_title=local.ae_title, host=local.host, port=local.port,
+                          max_pdu=local.max_pdu)
+    for k, v in overrides.items():
+        setattr(conf, k, v)
+    settings.spool_dir.mkdir(parents=True, exist_ok=True)
+    return conf, Spool(settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20)
