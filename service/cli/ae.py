@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from service.cli.common import guard, state
+from service.cli.common import exit_for, state
 from service.core.errors import DeidgateError
 from service.db.session import session_scope
 from service.dicom import admin
@@ -35,7 +35,7 @@ def show(ctx: typer.Context) -> None:
             local = admin.get_local_ae(s, state(ctx).settings)
             allowed = admin.list_allowed(s)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     typer.echo(f"AE title  {local.ae_title}")
     typer.echo(f"host      {local.host}")
     typer.echo(f"port      {local.port}")
@@ -61,7 +61,7 @@ def set_(
             local = admin.set_local_ae(s, state(ctx).settings, ae_title=ae_title, host=host,
                                        port=port, max_pdu=max_pdu)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     typer.echo(f"local AE {local.ae_title} on {local.host}:{local.port} (max PDU "
                f"{local.max_pdu}); restart the listener to apply")
 
@@ -78,7 +78,7 @@ def allow(
         with session_scope(url) as s:
             a = admin.allow(s, calling_ae, host)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     typer.echo(f"allowed {a.ae_title}" + (f" from {a.host}" if a.host else " from any host"))
 
 
@@ -91,7 +91,7 @@ def disallow(ctx: typer.Context,
         with session_scope(url) as s:
             n = admin.disallow(s, calling_ae)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     if n == 0:
         typer.echo(f"error: {calling_ae.strip()} was not on the allow-list", err=True)
         raise typer.Exit(1)

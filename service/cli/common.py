@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
@@ -56,10 +60,24 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def guard(exc: DeidgateError) -> NoReturn:
+def exit_for(exc: DeidgateError) -> NoReturn:
     """Turn a deidgate error into a specific message and exit status (2 = configuration)."""
     fail(f"{exc.code}: {exc.reason}", code=2 if isinstance(exc, ConfigurationError) else 1)
 
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+@contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """Ctrl-C and SIGTERM set an event instead of killing the process mid-write."""
+    stop = threading.Event()
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from service.cli.ae import _seeded
-from service.cli.common import guard, state
+from service.cli.common import exit_for, state
 from service.core.errors import DeidgateError
 from service.db.session import session_scope
 from service.dicom import admin
@@ -32,7 +32,7 @@ def add(
             n = admin.add_node(s, name, ae_title=ae_title, host=host, port=port,
                                retrieve=retrieve, max_associations=max_associations)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     typer.echo(f"added {n.name}: {n.ae_title}@{n.host}:{n.port} retrieve={n.retrieve} "
                f"max-associations={n.max_associations}")
 
@@ -60,7 +60,7 @@ def remove(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
         with session_scope(url) as s:
             admin.remove_node(s, name)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     typer.echo(f"removed {name}")
 
 
@@ -76,7 +76,7 @@ def echo(ctx: typer.Context, name: Annotated[str, typer.Argument()],
             node = admin.get_node(s, name)
             local = admin.get_local_ae(s, state(ctx).settings)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     res = c_echo(node, local.ae_title, timeout=timeout)
     if res.ok:
         typer.echo(f"{name}: C-ECHO ok in {res.rtt_ms:.1f} ms")

@@ -22,8 +22,8 @@ from service.core.keys import SiteKeys
 from service.db.models.dicom import AssociationAttempt, ReceivedInstance
 from service.db.session import get_engine, session_scope
 from service.dicom import admin
-from service.dicom.ident import uid_key
 from service.dicom.listener import Listener
+from service.dicom.uid_keys import uid_key
 from tests.peers import faults
 from tests.peers.dcmtk import echoscu, storescu
 from tests.peers.mgdata import make_exam

@@ -96,7 +96,7 @@ def test_listener_restarted_mid_move(tmp_path: Path) -> None:
     """The listener goes away after the first instance of the move and comes back: the
     retrieval notices the missing instances, asks again, and the job completes."""
     from service.dicom.listener import Listener
-    from workers.intake import make_on_stored
+    from service.jobs.on_stored import make_on_stored
 
     st = make_settings(tmp_path, db_url=_sqlite(tmp_path))
     with gateway(tmp_path, st, n_exams=2, listener=False) as gw:

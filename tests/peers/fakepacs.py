@@ -15,8 +15,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
-from service.dicom.retrieve import FIND as StudyRootQueryRetrieveInformationModelFind
-from service.dicom.retrieve import MOVE as StudyRootQueryRetrieveInformationModelMove
+from service.dicom.find import FIND as StudyRootQueryRetrieveInformationModelFind
+from service.dicom.pull import MOVE as StudyRootQueryRetrieveInformationModelMove
 
 Mode = Literal["normal", "drop-after-2-once", "never-send"]
 

@@ -19,10 +19,10 @@ from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.session import session_scope
 from service.dicom import admin
-from service.dicom.ident import uid_key
 from service.dicom.listener import ListenerConfig
-from service.dicom.procs import ListenerGroup, resolve_processes
+from service.dicom.listener_group import ListenerGroup, resolve_processes
 from service.dicom.spool import Spool
+from service.dicom.uid_keys import uid_key
 from tests.peers.dcmtk import echoscu, storescu
 from tests.peers.mgdata import make_exam
 
@@ -142,7 +142,7 @@ import sys
 from pathlib import Path
 from service.core.keys import SiteKeys
 from service.dicom.listener import ListenerConfig
-from service.dicom.procs import ListenerGroup
+from service.dicom.listener_group import ListenerGroup
 from service.dicom.spool import Spool
 d, url = Path(sys.argv[1]), sys.argv[2]
 g = ListenerGroup(ListenerConfig(ae_title="DEIDGATE", host="127.0.0.1", port=0), db_url=url,

@@ -19,11 +19,11 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.session import get_sessionmaker
-from service.dicom.ident import uid_key
 from service.dicom.parse import Malformed, read_header
+from service.dicom.receive_stream import StreamWriter
 from service.dicom.sopclasses import IMAGE_CLASSES, STORAGE
 from service.dicom.spool import Spool, SpoolFull
-from service.dicom.stream import StreamWriter
+from service.dicom.uid_keys import uid_key
 
 log = logging.getLogger(__name__)
 
