@@ -69,7 +69,7 @@ listener.stop()
 
 def make_files(folder: Path, n: int, transfer_syntax: str) -> list[Path]:
     """One full-size view, cloned under new UIDs (network and disk work is per byte)."""
-    from service.sample.synthetic import make_mammogram_with_truth
+    from synthetic.mammogram import make_mammogram_with_truth
 
     folder.mkdir(parents=True, exist_ok=True)
     ds, _ = make_mammogram_with_truth(full_size=True, transfer_syntax=transfer_syntax)

@@ -59,7 +59,7 @@ def demo(
     from service.db.session import session_scope
     from service.dicom import admin
     from service.jobs import ops
-    from service.sample.pacs import SamplePacs, populate
+    from synthetic.pacs import SamplePacs, populate
 
     st = state(ctx)
     settings = st.settings
