@@ -52,11 +52,11 @@ def write_exam(folder: Path, spec: ExamSpec | None = None, /, **changes: Any) ->
     return exam
 
 
-def small_exam(folder: Path, index: int = 0, *, study_date: str = "20260105",
+def fresh_exam(folder: Path, index: int = 0, *, study_date: str = "20260105",
                **changes: Any) -> Exam:
-    """A small exam that is new on every call (64 x 48 images, one series per view): for the
-    tests and benchmarks of the DICOM edge, where many exams meet in one PACS. ``changes``:
-    see ``ExamSpec.of`` (rows, cols, views, transfer_syntax, ...)."""
+    """An exam that is new on every call (small by default: 64 x 48 images, one series per
+    view), for the tests and benchmarks of the DICOM edge, where many exams meet in one PACS.
+    ``changes``: see ``ExamSpec.of`` (rows, cols, views, transfer_syntax, ...)."""
     base = {"rows": 64, "cols": 48, "series_per_view": True}
     return write_exam(folder, identity=unique_identity(index, study_date=study_date),
                       **{**base, **changes})

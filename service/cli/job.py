@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli.common import exit_for, fail, is_tty, state
+from service.cli.common import exit_for, fail, is_tty, state, transact
 from service.core.errors import DeidgateError
 from service.db.states import TERMINAL_JOB_STATES, JobState
 
@@ -220,15 +220,10 @@ def show(ctx: typer.Context, job_id: str,
 @job_app.command("cancel")
 def cancel(ctx: typer.Context, job_id: str) -> None:
     """Stop resolving and retrieving (instances already received are still de-identified)."""
-    from service.db.session import session_scope
     from service.jobs import ops
 
     st = state(ctx)
-    try:
-        with session_scope(st.db_url()) as s:
-            v = ops.cancel_job(s, job_id, actor=_actor(), keys=st.keys())
-    except DeidgateError as exc:
-        exit_for(exc)
+    v = transact(ctx, lambda s: ops.cancel_job(s, job_id, actor=_actor(), keys=st.keys()))
     typer.echo(f"job {v.id} {v.state}")
 
 
@@ -236,15 +231,11 @@ def cancel(ctx: typer.Context, job_id: str) -> None:
 def retry(ctx: typer.Context, job_id: str,
           wait: Annotated[bool, typer.Option("--wait")] = False) -> None:
     """Retry the failed parts of a finished job (failed studies, dead-lettered instances)."""
-    from service.db.session import session_scope
     from service.jobs import ops
 
     st = state(ctx)
-    try:
-        with session_scope(st.db_url()) as s:
-            v = ops.retry_job(s, job_id, actor=_actor(), settings=st.settings, keys=st.keys())
-    except DeidgateError as exc:
-        exit_for(exc)
+    v = transact(ctx, lambda s: ops.retry_job(s, job_id, actor=_actor(), settings=st.settings,
+                                              keys=st.keys()))
     typer.echo(f"job {v.id} {v.state}")
     if wait:
         _finish(wait_for(st.db_url(), job_id))
@@ -265,15 +256,11 @@ def dead_letters(ctx: typer.Context,
 @job_app.command("retry-dead")
 def retry_dead(ctx: typer.Context, dead_letter_id: int) -> None:
     """Re-queue one dead-lettered task."""
-    from service.db.session import session_scope
     from service.jobs import ops
 
     st = state(ctx)
-    try:
-        with session_scope(st.db_url()) as s:
-            d = ops.retry_dead_letter(s, st.settings, dead_letter_id, actor=_actor())
-    except DeidgateError as exc:
-        exit_for(exc)
+    d = transact(ctx, lambda s: ops.retry_dead_letter(s, st.settings, dead_letter_id,
+                                                      actor=_actor()))
     typer.echo(f"dead letter {d.id} {d.state}")
 
 

@@ -23,7 +23,7 @@ from service.dicom.listener import ListenerConfig
 from service.dicom.listener_group import ListenerGroup, resolve_processes
 from service.dicom.spool import Spool
 from service.dicom.uid_keys import uid_key
-from synthetic.exam import small_exam
+from synthetic.exam import fresh_exam
 from tests.peers.dcmtk import echoscu, storescu
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -95,7 +95,7 @@ def test_two_processes_share_the_port_lose_nothing_and_stop_clean(
     g = group_of_two(sqlite_db)
     child_pids = [p.pid for p in g.children]
     assert len(child_pids) == 1 and g.alive() == 1
-    exam = small_exam(tmp_path / "exam", views=16, rows=32, cols=32)
+    exam = fresh_exam(tmp_path / "exam", views=16, rows=32, cols=32)
     # one association per file (16 of them): the kernel hashes each connection to a process
     jobs = [(f"SENDER{i % 4}", [f]) for i, f in enumerate(exam.files)]
     assert _send_all(g.port, jobs) == [0] * 16
@@ -126,7 +126,7 @@ def test_same_instance_from_concurrent_senders_yields_one_file_and_row(
         for i in range(8):
             admin.allow(s, f"SENDER{i}")
     g = group_of_two(db_url)
-    exam = small_exam(tmp_path / "exam", views=4, rows=32, cols=32)
+    exam = fresh_exam(tmp_path / "exam", views=4, rows=32, cols=32)
     jobs = [(f"SENDER{i}", exam.files) for i in range(8)]  # 8 associations, same 4 instances
     assert _send_all(g.port, jobs, threads=8) == [0] * 8
     with session_scope(db_url) as s:

@@ -24,7 +24,7 @@ from service.dicom.admin import NodeConfig
 from service.dicom.listener import Listener
 from service.dicom.scu import Timeouts, echo
 from service.dicom.uid_keys import uid_key
-from synthetic.exam import small_exam
+from synthetic.exam import fresh_exam
 from tests.peers.dcmtk import storescu
 from tests.peers.fakepacs import fake_pacs
 from tests.peers.fixtures import GATEWAY_AE, GETTER_AE
@@ -69,7 +69,7 @@ def _listen(url: str, keys: SiteKeys, tmp: Path, port: int, start: Callable[...,
 
 def test_find_by_each_criterion_with_counts(orthanc_pacs: OrthancPeer, site_keys: SiteKeys,
                                             tmp_path: Path) -> None:
-    exams = [small_exam(tmp_path / f"e{i}", index=100 + i, study_date=f"2025030{i + 1}",
+    exams = [fresh_exam(tmp_path / f"e{i}", index=100 + i, study_date=f"2025030{i + 1}",
                        views=2 + i) for i in range(3)]
     for e in exams:
         orthanc_pacs.upload(*e.files)
@@ -107,8 +107,8 @@ def test_move_whole_study_then_only_missing(orthanc_pacs: OrthancPeer, migrated_
                                             start_listener: Callable[..., Listener]) -> None:
     _listen(migrated_db, site_keys, tmp_path, gateway_port, start_listener, "ORTHANC",
             "STORESCU")
-    a = small_exam(tmp_path / "a", index=200, study_date="20250401")
-    b = small_exam(tmp_path / "b", index=201, study_date="20250401")
+    a = fresh_exam(tmp_path / "a", index=200, study_date="20250401")
+    b = fresh_exam(tmp_path / "b", index=201, study_date="20250401")
     orthanc_pacs.upload(*a.files, *b.files)
     node = _node(orthanc_pacs)
     [sa] = f.find_studies(node, {"accession_numbers": [a.accession]}, local_ae=GATEWAY_AE,
@@ -140,7 +140,7 @@ def test_get_node_stores_through_the_spool_with_settings(
     settings.ensure_dirs()
     with session_scope(sqlite_db) as s:
         admin.set_local_ae(s, settings, ae_title=GETTER_AE)
-    e = small_exam(tmp_path / "g", index=300, study_date="20250501")
+    e = fresh_exam(tmp_path / "g", index=300, study_date="20250501")
     orthanc_pacs.upload(*e.files)
     node = _node(orthanc_pacs, "get")
     ctx = r.PullContext.for_settings(settings, node)
@@ -161,7 +161,7 @@ def test_unreachable_and_refused_destination_fail_with_reasons(
     assert echo(closed, GATEWAY_AE, timeout=3).failure == "refused"
     assert echo(_node(orthanc_pacs), GATEWAY_AE).ok
 
-    e = small_exam(tmp_path / "d", index=400, views=1)
+    e = fresh_exam(tmp_path / "d", index=400, views=1)
     with orthanc_server(tmp_path / "strict", ae_title="STRICT", extra={
             "DicomAlwaysAllowMove": True, "DicomAlwaysAllowFind": True}) as strict:
         strict.upload(*e.files)
@@ -176,7 +176,7 @@ def test_unreachable_and_refused_destination_fail_with_reasons(
 def test_move_dropped_midway_is_completed_by_requesting_only_the_rest(
         sqlite_db: str, site_keys: SiteKeys, tmp_path: Path,
         start_listener: Callable[..., Listener]) -> None:
-    e = small_exam(tmp_path / "x", index=500, series_per_view=False)
+    e = fresh_exam(tmp_path / "x", index=500, series_per_view=False)
     listener = _listen(sqlite_db, site_keys, tmp_path, 0, start_listener, "FAKEPACS")
     with fake_pacs(e.files, destination=("127.0.0.1", listener.port),
                    mode="drop-after-2-once") as pacs:
@@ -193,7 +193,7 @@ def test_move_dropped_midway_is_completed_by_requesting_only_the_rest(
 def test_pacs_that_never_sends_and_study_without_counts(
         sqlite_db: str, site_keys: SiteKeys, tmp_path: Path,
         start_listener: Callable[..., Listener]) -> None:
-    e = small_exam(tmp_path / "y", index=600, views=3)
+    e = fresh_exam(tmp_path / "y", index=600, views=3)
     listener = _listen(sqlite_db, site_keys, tmp_path, 0, start_listener, "FAKEPACS")
     with fake_pacs(e.files, destination=("127.0.0.1", listener.port), mode="never-send",
                    study_counts=False) as pacs:
