@@ -18,6 +18,7 @@ import typer
 
 from service.cli.common import exit_for, fail, state
 from service.core.errors import DeidgateError
+from service.db.states import JobState
 
 NODE = "sample-pacs"
 PACS_AE = "SAMPLEPACS"
@@ -114,7 +115,7 @@ def demo(
                        f"{url}/api/v1/jobs/{view.id}")
             typer.echo(f"output       {settings.output_dir}")
             typer.echo(f"worker log   {settings.home / 'logs' / 'worker.log'}")
-            if v.state != "done":
+            if v.state != JobState.DONE:
                 if exit_when_done:
                     fail(f"job {v.id} {v.state}: {v.reason or 'not finished in time'}")
                 typer.echo(f"job {v.id} {v.state}: {v.reason or 'not finished in time'}",

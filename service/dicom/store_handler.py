@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.session import get_sessionmaker
+from service.db.states import ReceivedStatus
 from service.dicom.parse import Malformed, read_header
 from service.dicom.receive_stream import StreamWriter
 from service.dicom.sopclasses import IMAGE_CLASSES, STORAGE
@@ -113,7 +114,7 @@ class StoreSink:
             spool_path=str(path),
             calling_ae=calling[:16],
             size_bytes=size,
-            status="received",
+            status=ReceivedStatus.RECEIVED,
         )
         try:
             with self._sessions() as s, s.begin():
