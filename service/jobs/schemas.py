@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys, aead_open, aead_seal
+from service.db.states import DeadLetterState, JobState, StudyState
+from service.dicom.uid_keys import uid_key
 
 MAX_VALUES = 10_000
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -149,17 +151,10 @@ def unseal(keys: SiteKeys, blob: bytes, *, aad: str) -> Any:
 def study_key(keys: SiteKeys, study_uid: str) -> str:
     """The keyed hash by which an arriving instance finds its job's study (no UID in clear);
     the same key the listener stores on ``ReceivedInstance.study_key``."""
-    from service.dicom.ident import uid_key
-
     return uid_key(keys, study_uid)
 
 
 # --- views --------------------------------------------------------------------------------------
-
-JobState = Literal[
-    "queued", "resolving", "retrieving", "de-identifying", "scoring", "done", "failed", "cancelled"
-]
-
 
 class Counts(BaseModel):
     studies_found: int = 0
@@ -176,7 +171,7 @@ class Counts(BaseModel):
 class StudyView(BaseModel):
     index: int
     study_uid: str | None = Field(None, description="pseudonymous study UID, once known")
-    state: str
+    state: StudyState
     expected: int | None
     received: int = 0
     deidentified: int = 0
@@ -191,7 +186,7 @@ class DeadLetterView(BaseModel):
     task: str
     reason: str
     attempts: int
-    state: str
+    state: DeadLetterState
     created_at: datetime
 
 

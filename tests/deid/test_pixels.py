@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from service.core.errors import PixelRefused
-from service.sample.synthetic import Truth, make_mammogram_with_truth
+from synthetic.mammogram import Truth, make_mammogram_with_truth
 from workers.deid.pixels import PixelOptions, clean_pixels
 from workers.deid.types import PixelDecision
 

@@ -8,7 +8,7 @@ import pytest
 from pydicom.encaps import encapsulate
 
 from service.core.errors import PixelRefused
-from service.sample.synthetic import make_mammogram_with_truth
+from synthetic.mammogram import make_mammogram_with_truth
 from workers.deid import codecs
 from workers.deid.pixels import PixelOptions, clean_pixels
 

@@ -54,9 +54,9 @@ class InstanceResult:
     reason: str | None = None
     quarantine_path: Path | None = None
     patient_pseudonym: str | None = None
-    study_uid: str | None = None
-    series_uid: str | None = None
-    sop_instance_uid: str | None = None
+    pseudo_study_uid: str | None = None  # the de-identified UIDs, never the originals
+    pseudo_series_uid: str | None = None
+    pseudo_sop_instance_uid: str | None = None
     pixel_action: str | None = None
 
 
@@ -126,9 +126,9 @@ def process_instance(
         status="written",
         out_path=dest,
         patient_pseudonym=outcome.patient_pseudonym,
-        study_uid=outcome.study_instance_uid,
-        series_uid=outcome.series_instance_uid,
-        sop_instance_uid=outcome.sop_instance_uid,
+        pseudo_study_uid=outcome.study_instance_uid,
+        pseudo_series_uid=outcome.series_instance_uid,
+        pseudo_sop_instance_uid=outcome.sop_instance_uid,
         pixel_action=outcome.pixel.action if outcome.pixel else None,
     )
     try:

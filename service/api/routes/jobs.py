@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from service.api.deps import KeysDep, SessionDep, SettingsDep, require_role
 from service.api.errors import ApiError
 from service.core.security import Principal, Role
+from service.db.states import JobState
 from service.jobs.ops import (
     InvalidJobRequest,
     JobNotFound,
@@ -35,7 +36,7 @@ from service.jobs.ops import (
     retry_job,
     submit_job,
 )
-from service.jobs.schemas import DeadLetterView, JobState
+from service.jobs.schemas import DeadLetterView
 
 router = APIRouter(tags=["jobs"])
 

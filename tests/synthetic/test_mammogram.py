@@ -12,16 +12,11 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
-from service.sample.font import render_text
-from service.sample.synthetic import (
-    MG_FOR_PRESENTATION,
-    ExamIdentity,
-    default_identity,
-    make_exam,
-    make_mammogram,
-    make_mammogram_with_truth,
-    write_exam,
-)
+from synthetic.exam import make_exam, write_exam
+from synthetic.font import render_text
+from synthetic.header import MG_FOR_PRESENTATION
+from synthetic.identity import ExamIdentity, default_identity
+from synthetic.mammogram import make_mammogram, make_mammogram_with_truth
 
 J2K, JLS, RLE = "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5"
 
@@ -124,7 +119,7 @@ def test_exam_has_four_views_of_one_study() -> None:
 
 def test_write_exam_names_files_by_uid_only_and_dcmtk_reads_them(tmp_path: Path) -> None:
     ident = default_identity(0)
-    paths = write_exam(tmp_path / "exam", identity=ident, burned_in_text="X")
+    paths = write_exam(tmp_path / "exam", identity=ident, burned_in_text="X").files
     assert len(paths) == 4
     for p in paths:
         ds = pydicom.dcmread(p, stop_before_pixels=True)

@@ -19,12 +19,12 @@ from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.session import session_scope
 from service.dicom import admin
-from service.dicom.ident import uid_key
 from service.dicom.listener import ListenerConfig
-from service.dicom.procs import ListenerGroup, resolve_processes
+from service.dicom.listener_group import ListenerGroup, resolve_processes
 from service.dicom.spool import Spool
+from service.dicom.uid_keys import uid_key
+from synthetic.exam import fresh_exam
 from tests.peers.dcmtk import echoscu, storescu
-from tests.peers.mgdata import make_exam
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -95,7 +95,7 @@ def test_two_processes_share_the_port_lose_nothing_and_stop_clean(
     g = group_of_two(sqlite_db)
     child_pids = [p.pid for p in g.children]
     assert len(child_pids) == 1 and g.alive() == 1
-    exam = make_exam(tmp_path / "exam", views=16, rows=32, cols=32)
+    exam = fresh_exam(tmp_path / "exam", views=16, rows=32, cols=32)
     # one association per file (16 of them): the kernel hashes each connection to a process
     jobs = [(f"SENDER{i % 4}", [f]) for i, f in enumerate(exam.files)]
     assert _send_all(g.port, jobs) == [0] * 16
@@ -126,7 +126,7 @@ def test_same_instance_from_concurrent_senders_yields_one_file_and_row(
         for i in range(8):
             admin.allow(s, f"SENDER{i}")
     g = group_of_two(db_url)
-    exam = make_exam(tmp_path / "exam", views=4, rows=32, cols=32)
+    exam = fresh_exam(tmp_path / "exam", views=4, rows=32, cols=32)
     jobs = [(f"SENDER{i}", exam.files) for i in range(8)]  # 8 associations, same 4 instances
     assert _send_all(g.port, jobs, threads=8) == [0] * 8
     with session_scope(db_url) as s:
@@ -142,7 +142,7 @@ import sys
 from pathlib import Path
 from service.core.keys import SiteKeys
 from service.dicom.listener import ListenerConfig
-from service.dicom.procs import ListenerGroup
+from service.dicom.listener_group import ListenerGroup
 from service.dicom.spool import Spool
 d, url = Path(sys.argv[1]), sys.argv[2]
 g = ListenerGroup(ListenerConfig(ae_title="DEIDGATE", host="127.0.0.1", port=0), db_url=url,

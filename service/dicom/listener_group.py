@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Self
 
 from service.core.config import Settings
 from service.core.keys import SiteKeys
-from service.dicom.ingest import OnStored
-from service.dicom.listener import Listener, ListenerConfig, config_from_settings
+from service.dicom.listener import Listener, ListenerConfig, Serving, config_from_settings
 from service.dicom.spool import Spool
+from service.dicom.store_handler import OnStored
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _child(config: ListenerConfig, db_url: str, keys: SiteKeys, spool: Spool,
         listener.stop()
 
 
-class ListenerGroup:
+class ListenerGroup(Serving):
     """Same surface as ``Listener`` (config, port, start, stop, serve_forever)."""
 
     def __init__(self, config: ListenerConfig, *, db_url: str, keys: SiteKeys, spool: Spool,
@@ -96,7 +96,7 @@ class ListenerGroup:
     def port(self) -> int:
         return self.leader.port
 
-    def start(self) -> ListenerGroup:
+    def start(self) -> Self:
         if self.children:
             return self
         self.leader.start()  # sweeps crash leftovers before anyone receives; fixes port 0
@@ -147,17 +147,3 @@ class ListenerGroup:
     def alive(self) -> int:
         """How many child processes are running (for checks and tests)."""
         return sum(p.is_alive() for p in self.children)
-
-    def serve_forever(self, stop: threading.Event) -> None:
-        self.start()
-        try:
-            while not stop.wait(0.5):
-                pass
-        finally:
-            self.stop()
-
-    def __enter__(self) -> ListenerGroup:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -6,25 +6,23 @@ publish; a failure here is harmless (the instance stays "received" and the sweep
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from service.core.config import Settings
+from service.core.queues import TaskName, node_name
 from service.db.session import get_sessionmaker
-from service.jobs import orchestrate as orc
-
-log = logging.getLogger(__name__)
+from service.jobs.routing import enqueue
+from service.jobs.transitions import link_received
 
 
 def make_on_stored(settings: Settings) -> Callable[[int], None]:
-    node = orc.node_name(settings)
-    queue = orc.deid_queue(settings)
+    node = node_name(settings)
     sessions = get_sessionmaker(settings.db_url)
 
     def on_stored(received_id: int) -> None:
         with sessions() as s:
-            row, needs = orc.link_received(s, received_id, node=node)
+            row, needs = link_received(s, received_id, node=node)
         if row is not None and needs:
-            orc.enqueue(settings, "deidgate.deidentify_instance", row.id, queue=queue)
+            enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, row.id)
 
     return on_stored

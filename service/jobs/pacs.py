@@ -1,26 +1,30 @@
 """What the tasks need from the DICOM edge: find a job's studies, pull one study, forward one.
 
-Thin adapters over ``service.dicom.retrieve`` (which owns C-FIND/C-MOVE/C-GET, retries inside a
-pull and the completeness rule), translating its results into the jobs state machine's terms.
+Thin adapters over ``service.dicom.find`` and ``service.dicom.pull`` (which own C-FIND,
+C-MOVE/C-GET and the completeness rule), translating their results into the jobs state
+machine's terms. The jobs area owns them: the tasks in ``workers.tasks`` only call them.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.orm import Session
+from pydicom import dcmread
+from pynetdicom import AE
 
 from service.core.config import Settings
 from service.core.errors import DeidgateError, Retryable
 from service.core.keys import SiteKeys
 from service.db.session import get_sessionmaker
 from service.dicom import admin
-from service.jobs.orchestrate import FoundStudy
+from service.dicom.find import StudyMatch, find_studies
+from service.dicom.pull import PullContext, RetryPolicy, retrieve_study
+from service.dicom.scu import PacsError
+from service.jobs.transitions import FoundStudy
 
-log = logging.getLogger(__name__)
+STORED = (0x0000, 0xB000, 0xB007, 0xB006)  # success and the C-STORE warnings
 
 
 @dataclass
@@ -29,6 +33,7 @@ class RetrieveOutcome:
     reason: str | None
     expected: int | None
     received: int
+    retry_in: float | None = None  # not final: try again after this many seconds
 
 
 class PermanentPacsFailure(DeidgateError):
@@ -42,12 +47,8 @@ def _node(settings: Settings, name: str) -> tuple[admin.NodeConfig, str]:
         return admin.get_node(s, name), admin.get_local_ae(s, settings).ae_title
 
 
-def find(session: Session, settings: Settings, pacs: str, request: dict[str, Any]
-         ) -> list[FoundStudy]:
+def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundStudy]:
     """C-FIND through the DICOM area's SCU (study, series or instance level counts)."""
-    from service.dicom.retrieve import find_studies
-    from service.dicom.scu import PacsError
-
     node, local = _node(settings, pacs)
     try:
         found = find_studies(node, request, local_ae=local,
@@ -59,25 +60,23 @@ def find(session: Session, settings: Settings, pacs: str, request: dict[str, Any
     return [FoundStudy(study_uid=f.study_uid, expected=f.expected) for f in found]
 
 
-def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None
-             ) -> RetrieveOutcome:
-    """Pull one study to our listener; the DICOM area decides completeness and re-requests only
-    what is missing. It never raises for PACS failures: a failed report is a failed study."""
-    from service.dicom.retrieve import retrieve_study
-
+def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None, *,
+             attempt: int, retry: RetryPolicy | None = None) -> RetrieveOutcome:
+    """One attempt at pulling one study to our listener; the DICOM area decides completeness
+    and asks only for what is missing. It never raises for PACS failures: a report that is
+    neither complete nor worth another attempt is a failed study."""
     node, _ = _node(settings, pacs)
-    rep = retrieve_study(node, study_uid, settings=settings, expected=expected)
-    reason = None if rep.status == "complete" else (
+    ctx = PullContext.for_settings(settings, node)
+    study = StudyMatch.known(study_uid, ctx.keys, expected)
+    rep = retrieve_study(node, study, ctx, attempt=attempt, retry=retry)
+    reason = None if rep.complete else (
         f"{rep.reason or 'incomplete'}: {rep.detail}" if rep.detail else rep.reason)
-    return RetrieveOutcome(complete=rep.status == "complete", reason=reason,
-                           expected=rep.expected, received=rep.received)
+    return RetrieveOutcome(complete=rep.complete, reason=reason, expected=rep.expected,
+                           received=rep.received, retry_in=rep.retry_in)
 
 
 def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
     """C-STORE de-identified files to a research PACS node."""
-    from pydicom import dcmread
-    from pynetdicom import AE
-
     if not paths:
         return 0
     node, local = _node(settings, destination)
@@ -93,7 +92,7 @@ def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
     try:
         for p in paths:
             st = assoc.send_c_store(p)
-            if st is None or st.Status not in (0x0000, 0xB000, 0xB007, 0xB006):
+            if st is None or st.Status not in STORED:
                 raise Retryable(f"destination {node.name} refused an instance",
                                 code="destination-store-failed")
             sent += 1

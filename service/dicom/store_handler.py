@@ -19,11 +19,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.session import get_sessionmaker
-from service.dicom.ident import uid_key
+from service.db.states import ReceivedStatus
 from service.dicom.parse import Malformed, read_header
+from service.dicom.receive_stream import StreamWriter
 from service.dicom.sopclasses import IMAGE_CLASSES, STORAGE
 from service.dicom.spool import Spool, SpoolFull
-from service.dicom.stream import StreamWriter
+from service.dicom.uid_keys import uid_key
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class StoreSink:
             spool_path=str(path),
             calling_ae=calling[:16],
             size_bytes=size,
-            status="received",
+            status=ReceivedStatus.RECEIVED,
         )
         try:
             with self._sessions() as s, s.begin():
