@@ -21,10 +21,11 @@ from pydicom.valuerep import PersonName
 
 from service.core.errors import PolicyRefused
 from workers.deid.dates import BadDate, shift_da, shift_dt
-from workers.deid.policy import Action, Option, Policy
+from workers.deid.policy import Policy
 from workers.deid.pseudonym import Pseudonymizer
 from workers.deid.rules import Decision, RuleSet
 from workers.deid.text import TextCleaner
+from workers.deid.vocabulary import Action, Option
 
 TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "UC", "CS"}
 BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}

@@ -30,16 +30,19 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
+from service.audit.types import Mapping
 from service.core.errors import PixelRefused, PolicyRefused, Rejected, UnsupportedSopClass
 from service.core.fsync import fsync_dir
 from service.core.keys import SiteKeys
+from workers.deid import pixels
 from workers.deid.actions import Context, ExplainRow, person_name_tokens, walk
-from workers.deid.policy import CID7050, Option, Policy
+from workers.deid.outcome import DeidOutcome, PixelDecision
+from workers.deid.policy import Policy
 from workers.deid.pseudonym import Pseudonymizer
 from workers.deid.source import Source, map_pixels, read_source
 from workers.deid.text import TextCleaner, phi_tokens
-from workers.deid.types import DeidOutcome, Mapping, PixelDecision
 from workers.deid.verify import find_survivor, identity_needles
+from workers.deid.vocabulary import CID7050, Option
 
 STORAGE_ROOT = "1.2.840.10008.5.1.4."
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -269,10 +272,6 @@ class Deidentifier:
             return PixelDecision(action="no-pixels")
         if not self.policy.pixels_enabled:
             return PixelDecision(action="unchanged", detail="clean-pixel-data not selected")
-        try:
-            from workers.deid import pixels
-        except ImportError:
-            raise PixelRefused("pixel stage unavailable", code="pixel-stage-missing") from None
         mm, view = map_pixels(src)
         try:
             return pixels.clean_pixels(header, view if view is not None else b"",

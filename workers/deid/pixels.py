@@ -28,57 +28,19 @@ least ``anatomy_fraction`` of the largest component, or 2% of the image, is trea
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any, Literal
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from service.core.errors import PixelRefused
-from workers.deid import codecs
-from workers.deid.types import Box, PixelDecision
+from workers.deid import pixel_codecs
+from workers.deid.outcome import Box, PixelDecision
+from workers.deid.policy_schema import PixelOptions
 
-Mode = Literal["off", "clean", "refuse-if-text"]
 _MONO = ("MONOCHROME1", "MONOCHROME2")
 _COLOR_OK = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")
-
-
-@dataclass(frozen=True)
-class PixelOptions:
-    """The policy's ``pixels`` section.
-
-    mode: "off" (do not look), "clean" (find and blank), "refuse-if-text" (find and refuse).
-    fill: the blanking value; None means display black (0, or the maximum for MONOCHROME1).
-    margin: pixels of padding around each text box.
-    background_margin: ink must exceed the background level by this fraction of the range.
-    anatomy_fraction: components at least this fraction of the largest one are anatomy.
-    min_ink_pixels: fewer ink pixels than this in a candidate is noise, not text.
-    text_contrast: a candidate is text only if its brightest ink reaches this fraction of the
-      image's bright level (99th percentile of block maxima) above the background; faint specks
-      (ultrasound echoes, detector noise) stay as they are.
-    """
-
-    mode: Mode = "clean"
-    fill: int | None = None
-    margin: int = 4
-    background_margin: float = 0.05
-    anatomy_fraction: float = 0.2
-    min_ink_pixels: int = 8
-    text_contrast: float = 0.3
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None) -> PixelOptions:
-        """Build from a policy section, refusing unknown keys (a typo must not disable cleaning)."""
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown pixel option(s): {', '.join(unknown)}")
-        if data.get("mode", "clean") not in ("off", "clean", "refuse-if-text"):
-            raise ValueError("pixel mode must be off, clean or refuse-if-text")
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -414,29 +376,29 @@ def _native(value: bytes | memoryview, layout: _Layout, order: str,
 
 
 def _reduced_look(value: bytes | memoryview, layout: _Layout, options: PixelOptions,
-                  ) -> tuple[bool, codecs.J2KInfo | None]:
+                  ) -> tuple[bool, pixel_codecs.J2KInfo | None]:
     """True when a low-resolution look at every JPEG 2000 frame finds no candidate.
 
-    First choice: the LL band rebuilt from the first packet alone (``codecs.ll_band_j2k``,
+    First choice: the LL band rebuilt from the first packet alone (``pixel_codecs.ll_band_j2k``,
     ~1 ms, reads ~20 kB). Otherwise OpenJPEG's resolution reduction through Pillow (~4 ms for a
     full-size mammogram). Either way each LL sample stands for a 2**levels block, so text must
     be separated from the anatomy by at least one such block (32 px for 5 levels) to be seen.
     """
-    streams = codecs.split_frames(value, layout.frames)
-    info = codecs.j2k_info(streams[0])
+    streams = pixel_codecs.split_frames(value, layout.frames)
+    info = pixel_codecs.j2k_info(streams[0])
     if layout.samples != 1 or layout.rows < 1024:
         # Small images decode fully in a few ms, and there the LL cells would be too coarse
         # for the anatomy/text separation the full-resolution look gets.
         return False, info
     for stream in streams:
-        fast = codecs.ll_band_j2k(stream)
+        fast = pixel_codecs.ll_band_j2k(stream)
         if fast is not None:
             small, levels = fast
         else:
             levels = 0
             while levels < info.levels and (layout.rows >> (levels + 1)) >= 128 and levels < 5:
                 levels += 1
-            reduced = codecs.reduced_j2k(stream, levels, info) if levels >= 2 else None
+            reduced = pixel_codecs.reduced_j2k(stream, levels, info) if levels >= 2 else None
             if reduced is None:
                 return False, info
             small = reduced
@@ -451,15 +413,15 @@ def _reduced_look(value: bytes | memoryview, layout: _Layout, options: PixelOpti
 def _compressed(header: Dataset, value: bytes | memoryview, layout: _Layout, ts: str,
                 options: PixelOptions) -> PixelDecision:
     info = None
-    if ts in codecs.J2K_FAMILY:
+    if ts in pixel_codecs.J2K_FAMILY:
         clear, info = _reduced_look(value, layout, options)
         if clear:
             return PixelDecision(
                 "unchanged", detail="no text candidate in a reduced-resolution JPEG 2000 decode")
-    lossy = ts in codecs.LOSSY or (
+    lossy = ts in pixel_codecs.LOSSY or (
         ts in ("1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.203")
         and (info is None or not info.reversible))
-    frames = codecs.decode(header, value, ts)
+    frames = pixel_codecs.decode(header, value, ts)
     if frames.shape[0] != layout.frames:
         raise PixelRefused("decoded frame count differs from NumberOfFrames",
                            code="pixel-undecodable")
@@ -479,12 +441,12 @@ def _compressed(header: Dataset, value: bytes | memoryview, layout: _Layout, ts:
     if layout.photometric.startswith("YBR"):
         raise PixelRefused("burned-in text in YBR colour pixel data; cannot re-encode it "
                            "losslessly in the same colour space", code="pixel-photometric")
-    if ts in codecs.ENCODERS:
+    if ts in pixel_codecs.ENCODERS:
         changed = {f for f, _, _, _ in found}
-        originals = codecs.split_frames(value, layout.frames)
+        originals = pixel_codecs.split_frames(value, layout.frames)
         parts: list[np.ndarray | bytes | memoryview] = [
             frames[f] if f in changed else originals[f] for f in range(layout.frames)]
-        data = codecs.encode(header, parts, ts)
+        data = pixel_codecs.encode(header, parts, ts)
         return PixelDecision("blanked", regions=regions, new_pixel_data=data, decode_count=1,
                              encode_count=1, detail=f"blanked {len(regions)} region(s); "
                              "re-encoded losslessly in the same transfer syntax")
@@ -528,12 +490,12 @@ def _clean(header: Dataset, pixel_value: bytes | memoryview, ts: str,
     if options.mode == "off":
         return PixelDecision("unchanged", detail="pixel check off by policy")
     layout = _layout(header)
-    if ts in codecs.NATIVE:
+    if ts in pixel_codecs.NATIVE:
         if layout.photometric.startswith("YBR"):
             raise PixelRefused("uncompressed YBR pixel data is not supported by the pixel check",
                                code="pixel-photometric")
-        return _native(pixel_value, layout, codecs.NATIVE[ts], options)
-    known = codecs.J2K_FAMILY | codecs.LOSSLESS | codecs.LOSSY
+        return _native(pixel_value, layout, pixel_codecs.NATIVE[ts], options)
+    known = pixel_codecs.J2K_FAMILY | pixel_codecs.LOSSLESS | pixel_codecs.LOSSY
     if ts not in known:
         raise PixelRefused("no decoder for the pixel data's transfer syntax",
                            code="pixel-codec")
