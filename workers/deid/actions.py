@@ -20,6 +20,7 @@ from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
 
 from service.core.errors import PolicyRefused
+from service.dicom.elements import tag_text
 from workers.deid.dates import BadDate, shift_da, shift_dt
 from workers.deid.policy import Policy
 from workers.deid.pseudonym import Pseudonymizer
@@ -75,10 +76,6 @@ class Context:
         self.counts[action.value] = self.counts.get(action.value, 0) + 1
 
 
-def _tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
 def _creator(ds: Dataset, tag: int) -> str | None:
     block = (tag & 0xFF00) >> 8
     if block < 0x10:
@@ -94,12 +91,12 @@ def walk(ds: Dataset, ctx: Context, path: str = "", top: bool = True) -> None:
     for base_tag in list(ds.keys()):
         tag = int(base_tag)
         group, elem_no = tag >> 16, tag & 0xFFFF
-        name = f"{path}{_tag_text(tag)}"
+        name = f"{path}{tag_text(tag)}"
         try:
             elem = ds[tag]
         except Exception as exc:  # pydicom raises many types on malformed values
             raise PolicyRefused(
-                f"element {_tag_text(tag)} at {path or 'top level'} cannot be parsed "
+                f"element {tag_text(tag)} at {path or 'top level'} cannot be parsed "
                 f"({type(exc).__name__})", code="malformed-element") from None
         vr = str(elem.VR)
         kw = keyword_for_tag(tag) or ""
@@ -140,7 +137,7 @@ def walk(ds: Dataset, ctx: Context, path: str = "", top: bool = True) -> None:
 def _record(ctx: Context, path: str, tag: int, kw: str, vr: str, rule: Any, written: Action,
             action: Action, via: str) -> None:
     if ctx.rows is not None:
-        ctx.rows.append(ExplainRow(path, _tag_text(tag), kw, vr,
+        ctx.rows.append(ExplainRow(path, tag_text(tag), kw, vr,
                                    rule.describe() if rule is not None else "-",
                                    written.value, action.value, via))
 
@@ -190,7 +187,7 @@ def _apply(ds: Dataset, elem: DataElement, d: Decision, ctx: Context, path: str,
     if action is Action.CLEAN:
         _clean(ds, elem, ctx)
         return
-    raise PolicyRefused(f"action {action.value} cannot be applied to {_tag_text(tag)}",
+    raise PolicyRefused(f"action {action.value} cannot be applied to {tag_text(tag)}",
                         code="unknown-action")
 
 
@@ -220,7 +217,7 @@ def _remap_uids(elem: DataElement, ctx: Context) -> None:
 
 
 def _pseudonymize(elem: DataElement, ctx: Context) -> None:
-    vr, kw = str(elem.VR), keyword_for_tag(elem.tag) or _tag_text(int(elem.tag))
+    vr, kw = str(elem.VR), keyword_for_tag(elem.tag) or tag_text(int(elem.tag))
     out: list[Any] = []
     for v in _values(elem):
         text = str(v)

@@ -26,7 +26,7 @@ from typing import Any
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
@@ -34,6 +34,7 @@ from service.audit.types import Mapping
 from service.core.errors import PixelRefused, PolicyRefused, Rejected, UnsupportedSopClass
 from service.core.fsync import fsync_dir
 from service.core.keys import SiteKeys
+from service.dicom.elements import PIXEL_DATA, SEQ_END, UNDEFINED_LENGTH, part10_prefix, tag_text
 from workers.deid import pixels
 from workers.deid.actions import Context, ExplainRow, person_name_tokens, walk
 from workers.deid.outcome import DeidOutcome, PixelDecision
@@ -150,7 +151,7 @@ class Deidentifier:
         prep = self._prepare(Path(src))
         rows: list[ExplainRow] = []
         for elem in prep.src.dataset.file_meta:
-            rows.append(ExplainRow(elem.keyword or str(elem.tag), _tt(int(elem.tag)),
+            rows.append(ExplainRow(elem.keyword or str(elem.tag), tag_text(int(elem.tag)),
                                    elem.keyword, str(elem.VR), "file meta", "rewrite",
                                    "replaced" if elem.keyword in _META_KEPT else "remove",
                                    "new file meta information"))
@@ -158,7 +159,7 @@ class Deidentifier:
         walk(prep.src.dataset, prep.ctx)
         if prep.src.pixel is not None:
             stage = "pixel stage" if self.policy.pixels_enabled else "copied unchanged"
-            rows.append(ExplainRow("PixelData", _tt(prep.src.pixel.tag), "PixelData",
+            rows.append(ExplainRow("PixelData", tag_text(prep.src.pixel.tag), "PixelData",
                                    prep.src.pixel.vr, "pixels", stage, stage,
                                    Option.CLEAN_PIXEL_DATA.value if self.policy.pixels_enabled
                                    else "clean-pixel-data off"))
@@ -301,12 +302,9 @@ class Deidentifier:
         ds = outcome.dataset
         meta = ds.file_meta
         ts = UID(meta.TransferSyntaxUID)
-        head = DicomBytesIO()
-        head.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(head, meta, enforce_standard=True)
         pixel = outcome.pixel
         span = src.pixel if src is not None else None
-        pixel_tag = span.tag if span is not None else 0x7FE00010
+        pixel_tag = span.tag if span is not None else PIXEL_DATA
         before, after = Dataset(), Dataset()
         reencoded = pixel is not None and pixel.action == "blanked"
         for elem in ds.elements():
@@ -315,7 +313,7 @@ class Deidentifier:
             (before if int(elem.tag) < pixel_tag else after)[elem.tag] = elem  # type: ignore[index]
         before.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian,
                                      ds.get("SpecificCharacterSet"))
-        yield head.getvalue() + _encode_ds(before, ts)
+        yield part10_prefix(meta) + _encode_ds(before, ts)
         if pixel is not None and pixel.action == "blanked":
             if pixel.new_pixel_data is None:
                 raise PixelRefused("pixel stage blanked but returned no pixel data")
@@ -361,10 +359,6 @@ _META_KEPT = {"FileMetaInformationVersion", "MediaStorageSOPClassUID",
               "ImplementationVersionName"}
 
 
-def _tt(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
 def _encode_ds(ds: Dataset, ts: UID) -> bytes:
     fp = DicomBytesIO()
     fp.is_implicit_VR = ts.is_implicit_VR
@@ -373,7 +367,7 @@ def _encode_ds(ds: Dataset, ts: UID) -> bytes:
     return fp.getvalue()
 
 
-_SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_SEQ_DELIMITER = struct.pack("<HHI", SEQ_END >> 16, SEQ_END & 0xFFFF, 0)  # little endian
 
 
 def _pixel_element(tag: int, vr: str, value: bytes, ts: UID) -> Iterator[bytes]:
@@ -382,7 +376,7 @@ def _pixel_element(tag: int, vr: str, value: bytes, ts: UID) -> Iterator[bytes]:
     undefined = ts.is_compressed
     if len(value) % 2 and not undefined:
         value = value + b"\x00"
-    length = 0xFFFFFFFF if undefined else len(value)
+    length = UNDEFINED_LENGTH if undefined else len(value)
     grp_elem = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
     if ts.is_implicit_VR:
         yield grp_elem + struct.pack("<I", length)
