@@ -17,7 +17,6 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.valuerep import PersonName
 
 from service.core.errors import PolicyRefused
 from service.dicom.elements import tag_text
@@ -321,29 +320,3 @@ def _tidy(ds: Dataset) -> None:
             for t in tags:
                 if t >> 16 == g:
                     del ds[t]
-
-
-def person_name_tokens(ds: Dataset) -> list[str]:
-    """Every PN value and identifying string at any depth, for the text cleaner's deny-list."""
-    out: list[str] = []
-    identifying = {"PatientID", "OtherPatientIDs", "AccessionNumber", "InstitutionName",
-                   "InstitutionAddress", "StationName", "PatientAddress", "StudyID",
-                   "PatientTelephoneNumbers", "InstitutionalDepartmentName", "IssuerOfPatientID"}
-
-    def visit(d: Dataset) -> None:
-        for elem in d:
-            if elem.VR == "SQ":
-                for item in elem.value or []:
-                    visit(item)
-            elif elem.VR == "PN" or elem.keyword in identifying:
-                for v in _values(elem):
-                    if isinstance(v, PersonName):
-                        out.extend(str(c) for c in v.components)
-                    out.append(str(v))
-
-    try:
-        visit(ds)
-    except Exception as exc:
-        raise PolicyRefused(f"data set cannot be parsed ({type(exc).__name__})",
-                            code="malformed-element") from None
-    return out
