@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-from service.audit.types import Mapping
+from service.audit.types import Mapping, MappingKind
 from service.core.errors import PixelRefused, PolicyRefused, Rejected, UnsupportedSopClass
 from service.core.keys import SiteKeys
 from service.dicom.elements import tag_text
@@ -114,11 +114,9 @@ class Deidentifier:
         ds.file_meta = self._file_meta(ds, prep.src, pixel)
         patient = ctx.patient_pseudonym
         mappings = [Mapping("patient", prep.original["patient"], patient)]
-        for kind, kw in (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"),
-                         ("instance", "SOPInstanceUID")):
+        for kind, kw in _UID_MAPPINGS:
             if prep.original.get(kind):
-                new = str(ds.get(kw, ""))
-                mappings.append(Mapping(kind, prep.original[kind], new))  # type: ignore[arg-type]
+                mappings.append(Mapping(kind, prep.original[kind], str(ds.get(kw, ""))))
         acc_new = str(ds.get("AccessionNumber", "") or "")
         if prep.original.get("accession") and acc_new:
             mappings.append(Mapping("accession", prep.original["accession"], acc_new))
@@ -274,6 +272,8 @@ class Deidentifier:
         return meta
 
 
+_UID_MAPPINGS: tuple[tuple[MappingKind, str], ...] = (
+    ("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"), ("instance", "SOPInstanceUID"))
 _META_KEPT = {"FileMetaInformationVersion", "MediaStorageSOPClassUID",
               "MediaStorageSOPInstanceUID", "TransferSyntaxUID", "ImplementationClassUID",
               "ImplementationVersionName"}

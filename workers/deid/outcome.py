@@ -13,6 +13,7 @@ from typing import Literal
 from pydicom.dataset import Dataset
 
 from service.audit.types import Mapping
+from workers.deid.source import Source
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,6 @@ class DeidOutcome:
     policy_name: str = ""
     policy_version: str = ""
     action_counts: dict[str, int] = field(default_factory=dict)
-    # Engine-private reading state (source path, pixel element offsets) that Deidentifier.write
-    # needs to copy unchanged pixel bytes straight from the source file. Never printed.
-    source: object | None = field(default=None, repr=False, compare=False)
+    # Engine-private reading state (source path, pixel element offsets) that the writer needs
+    # to copy unchanged pixel bytes straight from the source file. Never printed.
+    source: Source | None = field(default=None, repr=False, compare=False)

@@ -35,7 +35,7 @@ def write_outcome(outcome: DeidOutcome, dest: Path) -> None:
     """Durable write: temp file in the destination folder, fsync, atomic rename, fsync dir."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    src = outcome.source if isinstance(outcome.source, Source) else None
+    src = outcome.source
     tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
     try:
         with tmp.open("wb") as out:
