@@ -23,9 +23,10 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from pynetdicom.dsutils import create_file_meta, decode, encode_file_meta
+from pynetdicom.dsutils import create_file_meta, decode
 from pynetdicom.pdu import P_DATA_TF
 
+from service.dicom.elements import part10_prefix
 from service.dicom.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class StreamWriter:
         except SpoolFull:
             return  # the handler answers 0xA700; nothing written
         uid = str(cmd.AffectedSOPInstanceUID)
-        meta = b"\x00" * 128 + b"DICM" + encode_file_meta(create_file_meta(
+        meta = part10_prefix(create_file_meta(
             sop_class_uid=cmd.AffectedSOPClassUID, sop_instance_uid=cmd.AffectedSOPInstanceUID,
             transfer_syntax=cx.transfer_syntax[0]))
         path, fd = self.spool.open_part()

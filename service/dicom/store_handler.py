@@ -12,7 +12,6 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
-from pynetdicom.dsutils import encode_file_meta
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -20,7 +19,8 @@ from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.session import get_sessionmaker
 from service.db.states import ReceivedStatus
-from service.dicom.parse import Malformed, read_header
+from service.dicom.dataset_check import Malformed, read_header
+from service.dicom.elements import part10_prefix
 from service.dicom.receive_stream import StreamWriter
 from service.dicom.sopclasses import IMAGE_CLASSES, STORAGE
 from service.dicom.spool import Spool, SpoolFull
@@ -33,7 +33,6 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
-_PREAMBLE = b"\x00" * 128 + b"DICM"
 
 OnStored = Callable[[int], None]
 
@@ -98,7 +97,7 @@ class StoreSink:
                 committed_part = True
                 path, size = self.spool.commit_part(part.path, fd), part.size
             else:
-                meta = _PREAMBLE + encode_file_meta(event.file_meta)
+                meta = part10_prefix(event.file_meta)
                 path, size = self.spool.write((meta, data))
         finally:
             data.release()

@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
-from service.dicom.parse import Malformed, check_structure, read_header
+from service.dicom.dataset_check import Malformed, check_structure, read_header
 
 FILES = ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_jp2klossless.dcm",
          "MR_small_jpeg_ls_lossless.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "rtplan.dcm",

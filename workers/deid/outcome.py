@@ -1,8 +1,8 @@
-"""Typed values passed between the de-identification stages, the audit store and the callers.
+"""What the engine hands back: the de-identified instance and what the pixel stage did.
 
-These are the contracts between modules: the engine produces a ``DeidOutcome``; the pixel stage
-returns a ``PixelDecision``; the audit store consumes ``Mapping`` rows. None of them may print
-original identifiers in its repr (PHI in logs): ``Mapping.original`` is excluded from repr.
+The engine produces a ``DeidOutcome``; the pixel stage returns a ``PixelDecision``. A
+``DeidOutcome`` is what the audit store records (it satisfies service.audit.types.RecordedOutcome,
+whose ``Mapping`` rows it carries). None of these print a value in its repr (PHI in logs).
 """
 
 from __future__ import annotations
@@ -12,16 +12,8 @@ from typing import Literal
 
 from pydicom.dataset import Dataset
 
-MappingKind = Literal["patient", "study", "series", "instance", "uid", "accession"]
-
-
-@dataclass(frozen=True)
-class Mapping:
-    """original -> pseudonym, written to the audit database with the instance's outcome."""
-
-    kind: MappingKind
-    original: str = field(repr=False)
-    pseudonym: str = ""
+from service.audit.types import Mapping
+from workers.deid.source import Source
 
 
 @dataclass(frozen=True)
@@ -71,6 +63,6 @@ class DeidOutcome:
     policy_name: str = ""
     policy_version: str = ""
     action_counts: dict[str, int] = field(default_factory=dict)
-    # Engine-private reading state (source path, pixel element offsets) that Deidentifier.write
-    # needs to copy unchanged pixel bytes straight from the source file. Never printed.
-    source: object | None = field(default=None, repr=False, compare=False)
+    # Engine-private reading state (source path, pixel element offsets) that the writer needs
+    # to copy unchanged pixel bytes straight from the source file. Never printed.
+    source: Source | None = field(default=None, repr=False, compare=False)
