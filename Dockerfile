@@ -7,6 +7,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY workers ./workers
+COPY synthetic ./synthetic
 COPY policies ./policies
 COPY migrations ./migrations
 # The CPU build of torch first (the scoring image adds CUDA); then the package itself.

@@ -122,7 +122,8 @@ def _peak_rss_mb() -> float:
 
 
 def _generate(work: Path, n: int) -> dict[str, list[Path]]:
-    from service.sample.synthetic import default_identity, make_mammogram
+    from synthetic.identity import default_identity
+    from synthetic.mammogram import make_mammogram
 
     out: dict[str, list[Path]] = {}
     for cat, (ts, text) in CATEGORIES.items():

@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, select, text  # noqa: E402
 from service.core.config import Settings  # noqa: E402
 from service.core.keys import SiteKeys  # noqa: E402
 from service.db.session import get_sessionmaker, session_scope  # noqa: E402
-from tests.peers.mgdata import make_exam  # noqa: E402
+from synthetic.exam import fresh_exam  # noqa: E402
 from tests.peers.net import free_port, wait_port  # noqa: E402
 from tests.peers.orthanc import orthanc_server  # noqa: E402
 
@@ -217,7 +217,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as d:
         tmp = Path(d)
         t = time.perf_counter()
-        exams = [make_exam(tmp / "exams", index=i, rows=rows, cols=cols)
+        exams = [fresh_exam(tmp / "exams", index=i, rows=rows, cols=cols)
                  for i in range(args.exams)]
         mb = sum(f.stat().st_size for e in exams for f in e.files) / 1e6
         print(f"{args.exams} exams, {4 * args.exams} instances {rows}x{cols}, {mb:.0f} MB "

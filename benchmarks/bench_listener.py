@@ -46,7 +46,7 @@ from service.core.keys import SiteKeys
 from service.db.session import session_scope
 from service.dicom import admin
 from service.dicom.listener import ListenerConfig
-from service.dicom.procs import ListenerGroup
+from service.dicom.listener_group import ListenerGroup
 from service.dicom.spool import Spool
 d, port, processes = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[4])
 url = f"sqlite:///{d / 'db.sqlite'}"
@@ -69,7 +69,7 @@ listener.stop()
 
 def make_files(folder: Path, n: int, transfer_syntax: str) -> list[Path]:
     """One full-size view, cloned under new UIDs (network and disk work is per byte)."""
-    from service.sample.synthetic import make_mammogram_with_truth
+    from synthetic.mammogram import make_mammogram_with_truth
 
     folder.mkdir(parents=True, exist_ok=True)
     ds, _ = make_mammogram_with_truth(full_size=True, transfer_syntax=transfer_syntax)
@@ -198,7 +198,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
     print(f"generated files in {time.perf_counter() - t0:.1f} s; {os.cpu_count()} CPUs",
           flush=True)
     from service.core.config import Settings
-    from service.dicom.procs import resolve_processes
+    from service.dicom.listener_group import resolve_processes
 
     procs = resolve_processes(Settings().listener_processes if args.processes is None
                               else args.processes)

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from service.audit.chain import ChainReport, Finding
 from service.audit.crypto import MappingIntegrityError
-from service.audit.store import (
-    AuditStore,
-    EventView,
-    LookupRefused,
-    MappingInfo,
-    PseudonymCollision,
-)
+from service.audit.store import AuditStore, LookupRefused, PseudonymCollision
+from service.audit.types import EventView, MappingInfo
 
 __all__ = [
     "AuditStore",

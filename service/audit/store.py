@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, select
@@ -24,14 +22,13 @@ from service.audit.crypto import (
     lookup_hash,
     namespace_of,
 )
+from service.audit.types import MAPPING_KINDS, EventView, MappingInfo, RecordedOutcome
 from service.core.errors import DeidgateError, PolicyRefused
 from service.core.keys import SiteKeys
 from service.db.base import as_utc, utcnow
 from service.db.models.audit import AuditEvent, AuditMapping
-from workers.deid.types import DeidOutcome
 
-_KIND_ORDER = {k: i for i, k in enumerate(("patient", "study", "series", "instance",
-                                            "accession", "uid"))}
+_KIND_ORDER: dict[str, int] = {k: i for i, k in enumerate(MAPPING_KINDS)}
 
 
 class PseudonymCollision(PolicyRefused):
@@ -47,29 +44,6 @@ class LookupRefused(DeidgateError):
     code = "lookup-refused"
 
 
-@dataclass(frozen=True)
-class MappingInfo:
-    """A mapping row as auditors see it: no original, no ciphertext, no lookup hash."""
-
-    kind: str
-    pseudonym: str
-    patient_pseudonym: str | None
-    policy_name: str
-    policy_version: str
-    source: str
-    job_id: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class EventView:
-    seq: int
-    at: datetime
-    kind: str
-    actor: str
-    details: dict[str, Any]
-
-
 class AuditStore:
     def __init__(self, session: Session, keys: SiteKeys) -> None:
         self.session = session
@@ -80,7 +54,7 @@ class AuditStore:
 
     # -- recording -------------------------------------------------------------------------
 
-    def record_outcome(self, outcome: DeidOutcome, *, source: str, job_id: str | None) -> None:
+    def record_outcome(self, outcome: RecordedOutcome, *, source: str, job_id: str | None) -> None:
         """Record every mapping of ``outcome`` and a "deidentified" event (pseudonyms only).
 
         Idempotent per (kind, pseudonym): a re-run inserts nothing new. Raises

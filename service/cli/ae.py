@@ -10,32 +10,18 @@ from typing import Annotated
 
 import typer
 
-from service.cli.common import guard, state
-from service.core.errors import DeidgateError
-from service.db.session import session_scope
+from service.cli.common import state, transact
 from service.dicom import admin
 
 ae_app = typer.Typer(help="The gateway's DICOM AE and its calling-AE allow-list.")
 
 
-def _seeded(ctx: typer.Context) -> str:
-    st = state(ctx)
-    url = st.db_url()
-    with session_scope(url) as s:
-        admin.seed_from_settings(s, st.settings)
-    return url
-
-
 @ae_app.command("show")
 def show(ctx: typer.Context) -> None:
     """Print the local AE settings and the allow-list."""
-    try:
-        url = _seeded(ctx)
-        with session_scope(url) as s:
-            local = admin.get_local_ae(s, state(ctx).settings)
-            allowed = admin.list_allowed(s)
-    except DeidgateError as exc:
-        guard(exc)
+    settings = state(ctx).settings
+    local, allowed = transact(ctx, lambda s: (admin.get_local_ae(s, settings),
+                                              admin.list_allowed(s)), seed_dicom=True)
     typer.echo(f"AE title  {local.ae_title}")
     typer.echo(f"host      {local.host}")
     typer.echo(f"port      {local.port}")
@@ -55,13 +41,9 @@ def set_(
     max_pdu: Annotated[int | None, typer.Option("--max-pdu", help="bytes")] = None,
 ) -> None:
     """Change the gateway's AE title, port, bind address or max PDU (listener restart needed)."""
-    try:
-        url = _seeded(ctx)
-        with session_scope(url) as s:
-            local = admin.set_local_ae(s, state(ctx).settings, ae_title=ae_title, host=host,
-                                       port=port, max_pdu=max_pdu)
-    except DeidgateError as exc:
-        guard(exc)
+    settings = state(ctx).settings
+    local = transact(ctx, lambda s: admin.set_local_ae(
+        s, settings, ae_title=ae_title, host=host, port=port, max_pdu=max_pdu), seed_dicom=True)
     typer.echo(f"local AE {local.ae_title} on {local.host}:{local.port} (max PDU "
                f"{local.max_pdu}); restart the listener to apply")
 
@@ -73,12 +55,7 @@ def allow(
     host: Annotated[str | None, typer.Option("--host", help="only from this IP address")] = None,
 ) -> None:
     """Allow a calling AE title to associate (optionally only from one address)."""
-    try:
-        url = _seeded(ctx)
-        with session_scope(url) as s:
-            a = admin.allow(s, calling_ae, host)
-    except DeidgateError as exc:
-        guard(exc)
+    a = transact(ctx, lambda s: admin.allow(s, calling_ae, host), seed_dicom=True)
     typer.echo(f"allowed {a.ae_title}" + (f" from {a.host}" if a.host else " from any host"))
 
 
@@ -86,12 +63,7 @@ def allow(
 def disallow(ctx: typer.Context,
              calling_ae: Annotated[str, typer.Argument(help="calling AE title")]) -> None:
     """Remove a calling AE title from the allow-list (all its host pins)."""
-    try:
-        url = _seeded(ctx)
-        with session_scope(url) as s:
-            n = admin.disallow(s, calling_ae)
-    except DeidgateError as exc:
-        guard(exc)
+    n = transact(ctx, lambda s: admin.disallow(s, calling_ae), seed_dicom=True)
     if n == 0:
         typer.echo(f"error: {calling_ae.strip()} was not on the allow-list", err=True)
         raise typer.Exit(1)

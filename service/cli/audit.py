@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from service.cli.common import fail, guard, state
+from service.cli.common import exit_for, fail, state
 from service.core.errors import DeidgateError
 
 audit_app = typer.Typer(help="Audit log and pseudonym mappings.", no_args_is_help=True)
@@ -96,7 +96,7 @@ def export_mapping(
         os.replace(tmp, out)
     except DeidgateError as exc:
         tmp.unlink(missing_ok=True)
-        guard(exc)
+        exit_for(exc)
     typer.echo(f"exported {count} {kind} mapping(s) to {out}")
 
 
@@ -118,7 +118,7 @@ def lookup(
             found = AuditStore(session, st.keys()).lookup(
                 pseudonym, reason=reason, actor=operator or _operator())
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     if not found:
         typer.echo(f"no mapping for pseudonym {pseudonym} (the lookup was logged)", err=True)
         raise typer.Exit(1)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-from typing import Any, NoReturn
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
 
 import typer
+from sqlalchemy.orm import Session
 
 from service.core.config import Settings, load_settings
 from service.core.errors import ConfigurationError, DeidgateError
 from service.core.keys import SiteKeys
+from service.db.session import session_scope
+
+T = TypeVar("T")
 
 
 class _State:
@@ -56,10 +64,42 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def guard(exc: DeidgateError) -> NoReturn:
+def exit_for(exc: DeidgateError) -> NoReturn:
     """Turn a deidgate error into a specific message and exit status (2 = configuration)."""
     fail(f"{exc.code}: {exc.reason}", code=2 if isinstance(exc, ConfigurationError) else 1)
 
 
+def transact(ctx: typer.Context, op: Callable[[Session], T], *, seed_dicom: bool = False) -> T:
+    """Run ``op`` in one transaction on the (migrated) database; a deidgate error exits with its
+    code and reason. ``seed_dicom``: first seed the local AE, nodes and allow-list from the
+    settings and config file (what the DICOM commands read)."""
+    st = state(ctx)
+    try:
+        url = st.db_url()
+        if seed_dicom:
+            from service.dicom import admin  # imported when used: every command loads this
+
+            with session_scope(url) as s:
+                admin.seed_from_settings(s, st.settings)
+        with session_scope(url) as s:
+            return op(s)
+    except DeidgateError as exc:
+        exit_for(exc)
+
+
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+@contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """Ctrl-C and SIGTERM set an event instead of killing the process mid-write."""
+    stop = threading.Event()
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -161,7 +161,7 @@ def deidentify(
         rep, status = run_batch(paths, out=out, policy_ref=policy or st.settings.default_policy,
                                 state=st, progress=common.is_tty())
     except DeidgateError as exc:
-        common.guard(exc)
+        common.exit_for(exc)
     c = rep["counts"]
     typer.echo(
         f"{c.get('written', 0)} written, {c.get('refused', 0)} refused, "

@@ -16,8 +16,9 @@ from typing import Annotated
 
 import typer
 
-from service.cli.common import fail, guard, state
+from service.cli.common import exit_for, fail, state
 from service.core.errors import DeidgateError
+from service.db.states import JobState
 
 NODE = "sample-pacs"
 PACS_AE = "SAMPLEPACS"
@@ -52,13 +53,14 @@ def demo(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # the server-less broker has no host name; kombu's warning about it is noise in a demo
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+    from service.cli.common import stop_signals
     from service.cli.job import _progress_line, wait_for
-    from service.cli.serve import start_embedded, stop_signals
+    from service.cli.serve import start_embedded
     from service.core.security import create_token
     from service.db.session import session_scope
     from service.dicom import admin
     from service.jobs import ops
-    from service.sample.pacs import SamplePacs, populate
+    from synthetic.pacs import SamplePacs, populate
 
     st = state(ctx)
     settings = st.settings
@@ -100,7 +102,7 @@ def demo(
                 with session_scope(db_url) as s:
                     view = ops.submit_job(s, settings, keys, req, actor="demo")
             except DeidgateError as exc:
-                guard(exc)
+                exit_for(exc)
             typer.echo(f"job          {view.id} queued for {len(accessions)} exams")
             v = wait_for(db_url, view.id, timeout=timeout)
             typer.echo(_progress_line(v))
@@ -113,7 +115,7 @@ def demo(
                        f"{url}/api/v1/jobs/{view.id}")
             typer.echo(f"output       {settings.output_dir}")
             typer.echo(f"worker log   {settings.home / 'logs' / 'worker.log'}")
-            if v.state != "done":
+            if v.state != JobState.DONE:
                 if exit_when_done:
                     fail(f"job {v.id} {v.state}: {v.reason or 'not finished in time'}")
                 typer.echo(f"job {v.id} {v.state}: {v.reason or 'not finished in time'}",

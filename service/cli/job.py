@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli.common import fail, guard, is_tty, state
+from service.cli.common import exit_for, fail, is_tty, state, transact
 from service.core.errors import DeidgateError
+from service.db.states import TERMINAL_JOB_STATES, JobState
 
 job_app = typer.Typer(help="Extraction jobs: pull studies from a PACS and de-identify them.",
                       no_args_is_help=True)
@@ -102,7 +103,7 @@ def wait_for(db_url: str, job_id: str, *, timeout: float | None = None,
             if show and not is_tty() and line != last:
                 typer.echo(line, err=True)
                 last = line
-            if v.state in ("done", "failed", "cancelled"):
+            if v.state in TERMINAL_JOB_STATES:
                 return v
             if deadline is not None and time.monotonic() > deadline:
                 return v
@@ -149,7 +150,7 @@ def submit(
         with session_scope(st.db_url()) as s:
             view = ops.submit_job(s, st.settings, st.keys(), req, actor=_actor())
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     typer.echo(view.id)
     if wait:
         _finish(wait_for(st.db_url(), view.id, timeout=timeout))
@@ -157,9 +158,9 @@ def submit(
 
 def _finish(v: Any) -> None:
     typer.echo(_progress_line(v), err=True)
-    if v.state == "done":
+    if v.state == JobState.DONE:
         raise typer.Exit(0)
-    if v.state in ("failed", "cancelled"):
+    if v.state in (JobState.FAILED, JobState.CANCELLED):
         fail(f"job {v.id} {v.state}: {v.reason or 'no reason recorded'}")
     fail(f"job {v.id} still {v.state} after the timeout", code=3)
 
@@ -173,7 +174,7 @@ def wait_cmd(ctx: typer.Context, job_id: str,
 
 @job_app.command("list")
 def list_cmd(ctx: typer.Context,
-             job_state: Annotated[str | None, typer.Option("--state")] = None,
+             job_state: Annotated[JobState | None, typer.Option("--state")] = None,
              limit: Annotated[int, typer.Option("--limit")] = 50,
              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Jobs, newest first."""
@@ -219,15 +220,10 @@ def show(ctx: typer.Context, job_id: str,
 @job_app.command("cancel")
 def cancel(ctx: typer.Context, job_id: str) -> None:
     """Stop resolving and retrieving (instances already received are still de-identified)."""
-    from service.db.session import session_scope
     from service.jobs import ops
 
     st = state(ctx)
-    try:
-        with session_scope(st.db_url()) as s:
-            v = ops.cancel_job(s, job_id, actor=_actor(), keys=st.keys())
-    except DeidgateError as exc:
-        guard(exc)
+    v = transact(ctx, lambda s: ops.cancel_job(s, job_id, actor=_actor(), keys=st.keys()))
     typer.echo(f"job {v.id} {v.state}")
 
 
@@ -235,15 +231,11 @@ def cancel(ctx: typer.Context, job_id: str) -> None:
 def retry(ctx: typer.Context, job_id: str,
           wait: Annotated[bool, typer.Option("--wait")] = False) -> None:
     """Retry the failed parts of a finished job (failed studies, dead-lettered instances)."""
-    from service.db.session import session_scope
     from service.jobs import ops
 
     st = state(ctx)
-    try:
-        with session_scope(st.db_url()) as s:
-            v = ops.retry_job(s, job_id, actor=_actor(), settings=st.settings, keys=st.keys())
-    except DeidgateError as exc:
-        guard(exc)
+    v = transact(ctx, lambda s: ops.retry_job(s, job_id, actor=_actor(), settings=st.settings,
+                                              keys=st.keys()))
     typer.echo(f"job {v.id} {v.state}")
     if wait:
         _finish(wait_for(st.db_url(), job_id))
@@ -264,15 +256,11 @@ def dead_letters(ctx: typer.Context,
 @job_app.command("retry-dead")
 def retry_dead(ctx: typer.Context, dead_letter_id: int) -> None:
     """Re-queue one dead-lettered task."""
-    from service.db.session import session_scope
     from service.jobs import ops
 
     st = state(ctx)
-    try:
-        with session_scope(st.db_url()) as s:
-            d = ops.retry_dead_letter(s, st.settings, dead_letter_id, actor=_actor())
-    except DeidgateError as exc:
-        guard(exc)
+    d = transact(ctx, lambda s: ops.retry_dead_letter(s, st.settings, dead_letter_id,
+                                                      actor=_actor()))
     typer.echo(f"dead letter {d.id} {d.state}")
 
 

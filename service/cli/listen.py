@@ -1,19 +1,17 @@
 """``deidgate listen``: the C-STORE listener alone, in the foreground, until Ctrl-C.
 
-For connectivity checks and benchmarks; with the jobs pipeline installed, received instances are
-also queued for de-identification (``--no-queue`` only spools and records them).
+For connectivity checks and benchmarks; received instances are also queued for
+de-identification (``--no-queue`` only spools and records them).
 """
 
 from __future__ import annotations
 
 import functools
-import signal
-import threading
 from typing import Annotated, Any
 
 import typer
 
-from service.cli.common import guard, state
+from service.cli.common import exit_for, state, stop_signals
 from service.core.errors import DeidgateError
 
 
@@ -25,17 +23,13 @@ def listen(
                                         help="queue de-identification of arrivals")] = True,
 ) -> None:
     """Receive into the spool until Ctrl-C (or SIGTERM); stops cleanly."""
-    from service.dicom.procs import ListenerGroup
+    # imported when used: every `deidgate` command loads this module
+    from service.dicom.listener_group import ListenerGroup
+    from service.jobs.on_stored import make_on_stored
 
     st = state(ctx)
-    factory: Any = None
-    if queue:
-        try:
-            from workers.intake import make_on_stored
-
-            factory = functools.partial(make_on_stored, st.settings)  # built in each process
-        except ImportError:
-            factory = None
+    # the hook is built in each listener process, from the settings
+    factory = functools.partial(make_on_stored, st.settings) if queue else None
     overrides: dict[str, Any] = {}
     if port is not None:
         overrides["port"] = port
@@ -45,17 +39,15 @@ def listen(
         listener = ListenerGroup.from_settings(st.settings, db_url=st.db_url(), keys=st.keys(),
                                                on_stored_factory=factory, **overrides)
     except DeidgateError as exc:
-        guard(exc)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    listener.start()
-    c = listener.config
-    n = getattr(listener, "processes", 1)
-    typer.echo(f"listening as {c.ae_title} on {c.host}:{listener.port} (max PDU {c.max_pdu}, "
-               f"{n} process{'es' if n > 1 else ''}); "
-               f"spool {st.settings.spool_dir}; Ctrl-C stops", err=True)
-    listener.serve_forever(stop)
+        exit_for(exc)
+    with stop_signals() as stop:
+        listener.start()
+        c = listener.config
+        n = getattr(listener, "processes", 1)
+        typer.echo(f"listening as {c.ae_title} on {c.host}:{listener.port} (max PDU "
+                   f"{c.max_pdu}, {n} process{'es' if n > 1 else ''}); "
+                   f"spool {st.settings.spool_dir}; Ctrl-C stops", err=True)
+        listener.serve_forever(stop)
     typer.echo("listener stopped", err=True)
 
 

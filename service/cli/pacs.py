@@ -6,10 +6,7 @@ from typing import Annotated
 
 import typer
 
-from service.cli.ae import _seeded
-from service.cli.common import guard, state
-from service.core.errors import DeidgateError
-from service.db.session import session_scope
+from service.cli.common import state, transact
 from service.dicom import admin
 
 pacs_app = typer.Typer(help="PACS nodes (query/retrieve peers).")
@@ -26,13 +23,9 @@ def add(
     max_associations: Annotated[int, typer.Option("--max-associations")] = 2,
 ) -> None:
     """Add a PACS node."""
-    try:
-        url = _seeded(ctx)
-        with session_scope(url) as s:
-            n = admin.add_node(s, name, ae_title=ae_title, host=host, port=port,
-                               retrieve=retrieve, max_associations=max_associations)
-    except DeidgateError as exc:
-        guard(exc)
+    n = transact(ctx, lambda s: admin.add_node(
+        s, name, ae_title=ae_title, host=host, port=port, retrieve=retrieve,
+        max_associations=max_associations), seed_dicom=True)
     typer.echo(f"added {n.name}: {n.ae_title}@{n.host}:{n.port} retrieve={n.retrieve} "
                f"max-associations={n.max_associations}")
 
@@ -40,9 +33,7 @@ def add(
 @pacs_app.command("list")
 def list_(ctx: typer.Context) -> None:
     """List PACS nodes."""
-    url = _seeded(ctx)
-    with session_scope(url) as s:
-        nodes = admin.list_nodes(s)
+    nodes = transact(ctx, admin.list_nodes, seed_dicom=True)
     if not nodes:
         typer.echo("no PACS nodes; add one with `deidgate pacs add`")
         return
@@ -55,12 +46,7 @@ def list_(ctx: typer.Context) -> None:
 @pacs_app.command("remove")
 def remove(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     """Remove a PACS node."""
-    try:
-        url = _seeded(ctx)
-        with session_scope(url) as s:
-            admin.remove_node(s, name)
-    except DeidgateError as exc:
-        guard(exc)
+    transact(ctx, lambda s: admin.remove_node(s, name), seed_dicom=True)
     typer.echo(f"removed {name}")
 
 
@@ -70,13 +56,9 @@ def echo(ctx: typer.Context, name: Annotated[str, typer.Argument()],
     """C-ECHO the node: round-trip time, or exactly why it failed."""
     from service.dicom.scu import echo as c_echo
 
-    try:
-        url = _seeded(ctx)
-        with session_scope(url) as s:
-            node = admin.get_node(s, name)
-            local = admin.get_local_ae(s, state(ctx).settings)
-    except DeidgateError as exc:
-        guard(exc)
+    settings = state(ctx).settings
+    node, local = transact(ctx, lambda s: (admin.get_node(s, name),
+                                           admin.get_local_ae(s, settings)), seed_dicom=True)
     res = c_echo(node, local.ae_title, timeout=timeout)
     if res.ok:
         typer.echo(f"{name}: C-ECHO ok in {res.rtt_ms:.1f} ms")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from service.cli.common import guard, state
+from service.cli.common import exit_for, state
 from service.core.errors import DeidgateError
 
 policy_app = typer.Typer(help="Check and explain de-identification policies.", no_args_is_help=True)
@@ -27,7 +27,7 @@ def validate(
     try:
         p = load_policy(policy)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     opts = ", ".join(sorted(o.value for o in p.options)) or "none"
     typer.echo(f"ok: {p.name} {p.version} (layers: {' -> '.join(p.layers)}; "
                f"{len(p.rules)} rules; options: {opts})")
@@ -49,7 +49,7 @@ def explain(
         d = Deidentifier(load_policy(policy), st.keys(), project=st.settings.project)
         rows = d.explain(dicom_file)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     for r in rows:
         if as_json:
             typer.echo(json.dumps(r.__dict__))

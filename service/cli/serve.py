@@ -12,6 +12,7 @@ hold; anything cut short is redone by the sweep on the next start.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -19,15 +20,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import typer
 
-from service.cli.common import state
+from service.cli.common import state, stop_signals
 from service.core.config import Settings
+from service.core.keys import SiteKeys
+from service.core.queues import DEFAULT_QUEUE, SCORE_QUEUE, deid_queue, node_name, queue_names
 
 log = logging.getLogger("deidgate.serve")
 
@@ -46,9 +47,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def worker_command(settings: Settings, *, queues: list[str] | None = None,
                    concurrency: int | None = None, name: str | None = None,
                    pool: str = "prefork") -> list[str]:
-    from service.jobs.orchestrate import deid_queue, node_name
-
-    qs = queues or ["default", "score", deid_queue(settings)]
+    qs = queues or queue_names(settings)
     role = name or ("deid" if qs == [deid_queue(settings)] else "w")
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker",
             "-Q", ",".join(qs), "-c", str(concurrency or max(1, os.cpu_count() or 1)),
@@ -59,13 +58,11 @@ def worker_command(settings: Settings, *, queues: list[str] | None = None,
 def embedded_workers(settings: Settings, concurrency: int | None) -> list[list[str]]:
     """De-identification on processes (one per core); resolving/retrieving on two more (they
     mostly wait on the network; two matches a PACS node's default association limit)."""
-    from service.jobs.orchestrate import deid_queue
-
     return [
         worker_command(settings, queues=[deid_queue(settings)], concurrency=concurrency),
         # prefork, not threads: a threads-pool worker does not recover from a Redis restart
         # (kombu fails the ack of the task in flight and the consumer never comes back)
-        worker_command(settings, queues=["default", "score"], concurrency=2),
+        worker_command(settings, queues=[DEFAULT_QUEUE, SCORE_QUEUE], concurrency=2),
     ]
 
 
@@ -175,8 +172,6 @@ def start_embedded(
     settings: Settings, db_url: str, *, api: bool = True, listener: bool = True,
     worker: bool = True, concurrency: int | None = None, log_file: Any = None,
 ) -> Embedded:
-    from service.core.keys import SiteKeys
-
     settings.ensure_dirs()
     keys = SiteKeys.for_settings(settings)
     emb = Embedded(settings)
@@ -185,10 +180,9 @@ def start_embedded(
             emb.start_workers(concurrency, log_file)
             emb.start_supervisor()
         if listener:
-            import functools
-
-            from service.dicom.procs import ListenerGroup
-            from workers.intake import make_on_stored
+            # imported when used: every `deidgate` command loads this module
+            from service.dicom.listener_group import ListenerGroup
+            from service.jobs.on_stored import make_on_stored
 
             # each listener process builds its own hook (and database engine) from settings
             emb.listener = ListenerGroup.from_settings(
@@ -218,20 +212,6 @@ def start_embedded(
         emb.stop(timeout=10)
         raise
     return emb
-
-
-@contextmanager
-def stop_signals() -> Iterator[threading.Event]:
-    """Ctrl-C and SIGTERM set an event instead of killing the process mid-write."""
-    stop = threading.Event()
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in old:
-        signal.signal(s, lambda *_: stop.set())
-    try:
-        yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def serve(
@@ -269,8 +249,6 @@ def worker(
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c")] = None,
 ) -> None:
     """Run a Celery worker (deployment: one per role and host)."""
-    from service.jobs.orchestrate import deid_queue
-
     st = state(ctx)
     st.db_url()
     qs = None

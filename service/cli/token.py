@@ -14,7 +14,7 @@ import typer
 from sqlalchemy.orm import Session
 
 from service.audit.store import AuditStore
-from service.cli.common import guard, state
+from service.cli.common import exit_for, state
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
 from service.core.security import Role, create_token, list_tokens, revoke_token
@@ -54,7 +54,7 @@ def create(
             _record(s, keys, "token.created", id=issued.id, name=issued.name,
                     role=issued.role.value, prefix=issued.prefix)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     typer.echo(issued.token)
     typer.echo(
         f"created token id={issued.id} name={issued.name} role={issued.role.value} "
@@ -93,7 +93,7 @@ def revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument(metavar="
             name = row.name
             _record(s, keys, "token.revoked", id=token_id, name=name)
     except DeidgateError as exc:
-        guard(exc)
+        exit_for(exc)
     typer.echo(f"revoked token id={token_id} name={name}")
 
 

@@ -27,8 +27,14 @@ def current_heads(url: str) -> set[str]:
 
 
 def script_heads(url: str) -> set[str]:
-    """Each area (audit, dicom, jobs) is its own Alembic branch off ``0001_base``."""
-    return set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+    """The heads a fully upgraded database records. Each area (audit, dicom, jobs) is its own
+    Alembic branch off ``0001_base``; a branch head that another branch's revision depends on
+    (``depends_on``) is not recorded on its own, Alembic folds it into the dependent head."""
+    scripts = ScriptDirectory.from_config(alembic_config(url))
+    heads = set(scripts.get_heads())
+    below = {r.revision for h in heads for r in scripts.iterate_revisions(h, "base")
+             if r.revision != h}
+    return heads - below
 
 
 def upgrade(url: str, revision: str = "heads") -> None:

@@ -14,7 +14,7 @@ import socketserver
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
@@ -24,11 +24,11 @@ from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.db.models.dicom import AssociationAttempt
 from service.db.session import get_sessionmaker, session_scope
-from service.dicom import admin, fastio
-from service.dicom.ingest import OnStored, StoreSink
+from service.dicom import admin, pynetdicom_patch
+from service.dicom.receive_stream import StreamWriter
 from service.dicom.sopclasses import STORAGE, TRANSFER_SYNTAXES, VERIFICATION
 from service.dicom.spool import Spool
-from service.dicom.stream import StreamWriter
+from service.dicom.store_handler import OnStored, StoreSink
 
 log = logging.getLogger(__name__)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output echoes identifiers
@@ -96,8 +96,8 @@ class ListenerConfig:
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0  # idle time before a silent peer is dropped
     allow_cache_s: float = 5.0
-    stream_writes: bool = True  # write to the spool as PDUs arrive (see service.dicom.stream)
-    reuse_port: bool = False  # SO_REUSEPORT: several processes share the port (service.dicom.procs)
+    stream_writes: bool = True  # write to the spool as PDUs arrive (receive_stream)
+    reuse_port: bool = False  # SO_REUSEPORT: processes share the port (listener_group)
 
 
 class _ReusePortServer(ThreadedAssociationServer):
@@ -110,9 +110,36 @@ class _ReusePortServer(ThreadedAssociationServer):
         super().server_bind()
 
 
-class Listener:
-    """Start with ``start()`` (returns at once, serves on threads); ``stop()`` shuts down cleanly:
-    no new associations, running ones are aborted, and their partial data is never written."""
+class Serving:
+    """What both listener kinds (one process, or a group: ``service.dicom.listener_group``)
+    offer: ``start()`` returns at once and serves in the background, ``stop()`` shuts down
+    cleanly; a foreground loop and a context manager on top of those two."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, wait: float = 2.0) -> None:
+        raise NotImplementedError
+
+    def serve_forever(self, stop: threading.Event) -> None:
+        """Foreground use (``deidgate listen``): returns after ``stop`` is set."""
+        self.start()
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Listener(Serving):
+    """Serves on threads: no new associations after ``stop()``, running ones are aborted, and
+    their partial data is never written."""
 
     def __init__(self, config: ListenerConfig, *, db_url: str, keys: SiteKeys, spool: Spool,
                  on_stored: OnStored | None = None) -> None:
@@ -134,7 +161,7 @@ class Listener:
     # --- lifecycle ------------------------------------------------------------------------
 
     def _make_ae(self) -> AE:
-        fastio.install()
+        pynetdicom_patch.install()
         c = self.config
         ae = AE(ae_title=c.ae_title)
         ae.maximum_pdu_size = c.max_pdu
@@ -148,7 +175,7 @@ class Listener:
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
         return ae
 
-    def start(self, *, sweep: bool = True) -> Listener:
+    def start(self, *, sweep: bool = True) -> Self:
         """``sweep=False`` for a process joining a running group: the ``.part`` files in the
         spool are then another process's arrivals, not a crash's leftovers."""
         if self._server is not None:
@@ -178,15 +205,6 @@ class Listener:
             return self.config.port
         return int(self._server.server_address[1])
 
-    def serve_forever(self, stop: threading.Event) -> None:
-        """Foreground use (``deidgate listen``): returns after ``stop`` is set."""
-        self.start()
-        try:
-            while not stop.wait(0.5):
-                pass
-        finally:
-            self.stop()
-
     def stop(self, wait: float = 2.0) -> None:
         """Stop accepting, abort running associations, close the socket. Waits at most
         ``wait`` s for handlers already running to finish their durable write; never longer
@@ -204,12 +222,6 @@ class Listener:
         deadline = time.monotonic() + wait
         for assoc in running:
             assoc.join(max(0.0, deadline - time.monotonic()))
-
-    def __enter__(self) -> Listener:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- association control --------------------------------------------------------------
 

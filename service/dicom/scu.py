@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from typing import Any
 from pynetdicom import AE
 
 from service.core.errors import Retryable
-from service.dicom import fastio
+from service.dicom import pynetdicom_patch
 from service.dicom.admin import NodeConfig
 
 log = logging.getLogger(__name__)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+PENDING = (0xFF00, 0xFF01)  # DIMSE "pending" statuses: more answers follow
 
 
 class PacsError(Retryable):
@@ -94,8 +97,18 @@ def _failure(node: NodeConfig, assoc: Any, timeouts: Timeouts) -> PacsError:
                      f"{timeouts.connect:.0f} s", code="pacs-timed-out")
 
 
+def silent_peer(assoc: Any, what: str, since: float) -> PacsError:
+    """No response: pynetdicom aborts on its DIMSE timeout too, so time tells the two apart."""
+    waited = time.monotonic() - since
+    limit = float(getattr(assoc, "dimse_timeout", None) or 0)
+    if limit and waited >= 0.9 * limit:
+        return PacsError(f"{what}: no answer from the PACS within {limit:.0f} s",
+                         code="pacs-timed-out")
+    return PacsError(f"{what}: the PACS aborted the association", code="pacs-aborted")
+
+
 def make_ae(local_ae: str, timeouts: Timeouts) -> AE:
-    fastio.install()
+    pynetdicom_patch.install()
     ae = AE(ae_title=local_ae)
     ae.acse_timeout = timeouts.connect
     ae.connection_timeout = timeouts.connect
@@ -149,8 +162,6 @@ class EchoResult:
 
 def echo(node: NodeConfig, local_ae: str, *, timeout: float = 10.0) -> EchoResult:
     """C-ECHO round trip (association, echo, release), or the exact reason it failed."""
-    import time
-
     t = Timeouts(connect=timeout, dimse=timeout, network=timeout, slot=timeout)
     start = time.perf_counter()
     try:

@@ -13,12 +13,23 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.audit.store import AuditStore
 from service.core.config import Settings
+from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
+from service.core.queues import TaskName
 from service.db.base import utcnow
-from service.db.models.jobs import TERMINAL_JOB_STATES, DeadLetter, Job, JobInstance, JobStudy
-from service.jobs import orchestrate
-from service.jobs.orchestrate import upd
+from service.db.models.jobs import DeadLetter, Job, JobInstance, JobStudy
+from service.db.states import (
+    TERMINAL_JOB_STATES,
+    DeadLetterState,
+    InstanceState,
+    JobState,
+    StudyState,
+)
+from service.dicom import admin
+from service.jobs.recovery import revive
+from service.jobs.routing import enqueue
 from service.jobs.schemas import (
     Counts,
     DeadLetterView,
@@ -30,6 +41,7 @@ from service.jobs.schemas import (
     parse_job_request,
     seal,
 )
+from service.jobs.transitions import conditional_update, new_job_id
 
 log = logging.getLogger(__name__)
 
@@ -40,31 +52,60 @@ __all__ = [
 ]
 
 
+def check_submittable(
+    session: Session, *, pacs: str, policy: str, destination: str | None
+) -> None:
+    """Refuse at submission what would only fail later: unknown node or policy."""
+    for name, role in ((pacs, "pacs"), (destination, "destination")):
+        if name is not None and not _node_exists(session, name):
+            raise InvalidJobRequest(f"{role}: no PACS node named {name!r} is configured")
+    # the engine's policy loader, loaded only when a job is submitted: the API process needs
+    # the de-identification engine for nothing else
+    from workers.deid.policy import load_policy
+
+    try:
+        load_policy(policy)
+    except (DeidgateError, FileNotFoundError, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, DeidgateError) else type(exc).__name__
+        raise InvalidJobRequest(f"policy: {policy!r} cannot be loaded ({reason})") from None
+
+
+def _node_exists(session: Session, name: str) -> bool:
+    try:
+        admin.get_node(session, name)
+    except admin.UnknownNode:
+        return False
+    return True
+
+
+def _audit(session: Session, keys: SiteKeys, kind: str, *, actor: str, details: dict) -> None:
+    AuditStore(session, keys).log_event(kind, actor=actor, details=details)
+
+
 def submit_job(
     session: Session, settings: Settings, keys: SiteKeys, req: JobRequest, *, actor: str
 ) -> JobView:
     policy = req.policy or settings.default_policy
-    orchestrate.check_submittable(session, settings, pacs=req.pacs, policy=policy,
-                                  destination=req.destination)
+    check_submittable(session, pacs=req.pacs, policy=policy, destination=req.destination)
     job = Job(
-        id=orchestrate.new_job_id(), state="queued", pacs=req.pacs, policy=policy,
+        id=new_job_id(), state=JobState.QUEUED, pacs=req.pacs, policy=policy,
         destination=req.destination, selector=req.selector, requested=req.requested,
         request_sealed=b"", actor=actor, attempts=0,
     )
     job.request_sealed = seal(keys, req.model_dump(mode="json"), aad=f"job:{job.id}")
     session.add(job)
-    orchestrate.audit(session, keys, "job.submitted", actor=actor, details={
+    _audit(session, keys, "job.submitted", actor=actor, details={
         "job": job.id, "pacs": req.pacs, "selector": req.selector, "requested": req.requested,
         "policy": policy, "destination": req.destination,
     })
     session.commit()
     log.info("job %s submitted: %s x%d from %s", job.id, req.selector, req.requested, req.pacs)
-    orchestrate.enqueue(settings, "deidgate.resolve_job", job.id)
+    enqueue(settings, TaskName.RESOLVE_JOB, job.id)
     return _view(session, job)
 
 
 def list_jobs(
-    session: Session, *, state: str | None = None, limit: int = 50, offset: int = 0
+    session: Session, *, state: JobState | None = None, limit: int = 50, offset: int = 0
 ) -> list[JobView]:
     q = select(Job).order_by(Job.created_at.desc(), Job.id).limit(max(1, min(limit, 500)))
     q = q.offset(max(0, offset))
@@ -94,13 +135,14 @@ def cancel_job(
     job = _load(session, job_id)
     if job.state in TERMINAL_JOB_STATES:
         raise InvalidJobRequest(f"job {job_id} is already {job.state}")
-    session.execute(upd(Job).where(Job.id == job_id).values(
-        state="cancelled", reason=f"cancelled by {actor}", finished_at=utcnow()))
-    session.execute(upd(JobStudy).where(
-        JobStudy.job_id == job_id, JobStudy.state.in_(("pending", "retrieving"))
-    ).values(state="cancelled", reason="job cancelled"))
+    session.execute(conditional_update(Job).where(Job.id == job_id).values(
+        state=JobState.CANCELLED, reason=f"cancelled by {actor}", finished_at=utcnow()))
+    session.execute(conditional_update(JobStudy).where(
+        JobStudy.job_id == job_id,
+        JobStudy.state.in_((StudyState.PENDING, StudyState.RETRIEVING)),
+    ).values(state=StudyState.CANCELLED, reason="job cancelled"))
     if keys is not None:
-        orchestrate.audit(session, keys, "job.cancelled", actor=actor, details={"job": job_id})
+        _audit(session, keys, "job.cancelled", actor=actor, details={"job": job_id})
     session.commit()
     return _view(session, _load(session, job_id))
 
@@ -112,42 +154,44 @@ def retry_job(
     """Re-run the failed parts: failed studies are retrieved again, dead-lettered and failed
     instances de-identified again; a job that failed before resolving is resolved again."""
     job = _load(session, job_id)
-    if job.state not in ("failed", "cancelled", "done"):
+    if job.state not in TERMINAL_JOB_STATES:
         raise InvalidJobRequest(f"job {job_id} is {job.state}; only finished jobs can be retried")
     n_studies = session.scalar(select(func.count()).select_from(JobStudy)
                                .where(JobStudy.job_id == job_id)) or 0
     redo_studies = list(session.scalars(select(JobStudy.id).where(
-        JobStudy.job_id == job_id, JobStudy.state.in_(("failed", "cancelled")))))
+        JobStudy.job_id == job_id,
+        JobStudy.state.in_((StudyState.FAILED, StudyState.CANCELLED)))))
     redo_inst = list(session.scalars(select(JobInstance.id).where(
-        JobInstance.job_id == job_id, JobInstance.state.in_(("failed", "dead-lettered")))))
-    if n_studies and not redo_studies and not redo_inst and job.state == "done":
+        JobInstance.job_id == job_id,
+        JobInstance.state.in_((InstanceState.FAILED, InstanceState.DEAD_LETTERED)))))
+    if n_studies and not redo_studies and not redo_inst and job.state == JobState.DONE:
         raise InvalidJobRequest(f"job {job_id} has nothing to retry")
-    new_state = "queued" if n_studies == 0 else "retrieving"
-    session.execute(upd(Job).where(Job.id == job_id).values(
+    new_state = JobState.QUEUED if n_studies == 0 else JobState.RETRIEVING
+    session.execute(conditional_update(Job).where(Job.id == job_id).values(
         state=new_state, reason=None, finished_at=None, attempts=Job.attempts + 1))
     if redo_studies:
-        session.execute(upd(JobStudy).where(JobStudy.id.in_(redo_studies)).values(
-            state="pending", reason=None, retrieved=False, attempts=0))
+        session.execute(conditional_update(JobStudy).where(JobStudy.id.in_(redo_studies)).values(
+            state=StudyState.PENDING, reason=None, retrieved=False, attempts=0))
     if redo_inst:
-        session.execute(upd(JobInstance).where(JobInstance.id.in_(redo_inst)).values(
-            state="pending", reason=None, attempts=0, claimed_at=None))
-    session.execute(upd(DeadLetter).where(DeadLetter.job_id == job_id,
-                                             DeadLetter.state == "dead")
-                    .values(state="retried", retried_at=utcnow()))
+        session.execute(conditional_update(JobInstance).where(JobInstance.id.in_(redo_inst))
+                        .values(state=InstanceState.PENDING, reason=None, attempts=0,
+                                claimed_at=None))
+    session.execute(conditional_update(DeadLetter)
+                    .where(DeadLetter.job_id == job_id, DeadLetter.state == DeadLetterState.DEAD)
+                    .values(state=DeadLetterState.RETRIED, retried_at=utcnow()))
     if keys is not None:
-        orchestrate.audit(session, keys, "job.retried", actor=actor, details={
+        _audit(session, keys, "job.retried", actor=actor, details={
             "job": job_id, "studies": len(redo_studies), "instances": len(redo_inst)})
     session.commit()
     if settings is not None:
-        if new_state == "queued":
-            orchestrate.enqueue(settings, "deidgate.resolve_job", job_id)
+        if new_state == JobState.QUEUED:
+            enqueue(settings, TaskName.RESOLVE_JOB, job_id)
         for sid in redo_studies:
-            orchestrate.enqueue(settings, "deidgate.retrieve_study", sid)
+            enqueue(settings, TaskName.RETRIEVE_STUDY, sid)
         for iid in redo_inst:
-            orchestrate.enqueue(settings, "deidgate.deidentify_instance", iid,
-                                queue=orchestrate.deid_queue(settings))
-        if not redo_studies and not redo_inst and new_state != "queued":
-            orchestrate.enqueue(settings, "deidgate.sweep")
+            enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, iid)
+        if not redo_studies and not redo_inst and new_state != JobState.QUEUED:
+            enqueue(settings, TaskName.SWEEP)
     return _view(session, _load(session, job_id))
 
 
@@ -164,12 +208,12 @@ def retry_dead_letter(
     dl = session.get(DeadLetter, dead_letter_id)
     if dl is None:
         raise JobNotFound(f"no dead-lettered task with id {dead_letter_id}")
-    if dl.state != "dead":
+    if dl.state != DeadLetterState.DEAD:
         raise InvalidJobRequest(f"dead-lettered task {dead_letter_id} was already retried")
-    orchestrate.revive(session, dl)
-    dl.state, dl.retried_at = "retried", utcnow()
+    revive(session, dl)
+    dl.state, dl.retried_at = DeadLetterState.RETRIED, utcnow()
     session.commit()
-    orchestrate.enqueue_target(settings, dl.task, dl.target)
+    enqueue(settings, TaskName(dl.task), dl.target)
     log.info("dead letter %d (%s) retried by %s", dl.id, dl.task, actor)
     return _dl_view(dl)
 
@@ -181,14 +225,14 @@ def _dl_view(d: DeadLetter) -> DeadLetterView:
                           state=d.state, created_at=d.created_at)
 
 
-def study_counts(session: Session, job_id: str) -> dict[int | None, dict[str, int]]:
+def study_counts(session: Session, job_id: str) -> dict[int | None, dict[InstanceState, int]]:
     """Per-study instance counts by state, computed (not counted up) so no update races."""
     rows = session.execute(
         select(JobInstance.study_id, JobInstance.state, func.count())
         .where(JobInstance.job_id == job_id)
         .group_by(JobInstance.study_id, JobInstance.state)
     )
-    out: dict[int | None, dict[str, int]] = {}
+    out: dict[int | None, dict[InstanceState, int]] = {}
     for sid, st, n in rows:
         out.setdefault(sid, {})[st] = n
     return out
@@ -204,8 +248,9 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
         c = per.get(s.id, {})
         sv = StudyView(
             index=s.idx, study_uid=s.pseudo_uid, state=s.state, expected=s.expected,
-            received=sum(c.values()), deidentified=c.get("written", 0),
-            refused=c.get("refused", 0), failed=c.get("failed", 0) + c.get("dead-lettered", 0),
+            received=sum(c.values()), deidentified=c.get(InstanceState.WRITTEN, 0),
+            refused=c.get(InstanceState.REFUSED, 0),
+            failed=c.get(InstanceState.FAILED, 0) + c.get(InstanceState.DEAD_LETTERED, 0),
             forwarded=s.forwarded, reason=s.reason,
         )
         views.append(sv)
@@ -214,11 +259,11 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
         counts.instances_deidentified += sv.deidentified
         counts.instances_refused += sv.refused
         counts.instances_failed += sv.failed
-        counts.studies_complete += s.state == "complete"
-        counts.studies_failed += s.state == "failed"
+        counts.studies_complete += s.state == StudyState.COMPLETE
+        counts.studies_failed += s.state == StudyState.FAILED
     dls = list(session.scalars(select(DeadLetter).where(DeadLetter.job_id == job.id)
                                .order_by(DeadLetter.id)))
-    counts.dead_letters = sum(1 for d in dls if d.state == "dead")
+    counts.dead_letters = sum(1 for d in dls if d.state == DeadLetterState.DEAD)
     data: dict[str, Any] = {
         "id": job.id, "state": job.state, "pacs": job.pacs, "policy": job.policy,
         "destination": job.destination, "selector": job.selector, "requested": job.requested,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AwareDatetime,
@@ -25,6 +25,8 @@ from pydantic import (
 
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys, aead_open, aead_seal
+from service.db.states import DeadLetterState, JobState, StudyState
+from service.dicom.uid_keys import uid_key
 
 MAX_VALUES = 10_000
 # Each rule is one regular expression, written with explicit ASCII classes so that it means the
@@ -209,17 +211,10 @@ def unseal(keys: SiteKeys, blob: bytes, *, aad: str) -> Any:
 def study_key(keys: SiteKeys, study_uid: str) -> str:
     """The keyed hash by which an arriving instance finds its job's study (no UID in clear);
     the same key the listener stores on ``ReceivedInstance.study_key``."""
-    from service.dicom.ident import uid_key
-
     return uid_key(keys, study_uid)
 
 
 # --- views --------------------------------------------------------------------------------------
-
-JobState = Literal[
-    "queued", "resolving", "retrieving", "de-identifying", "scoring", "done", "failed", "cancelled"
-]
-
 
 class Counts(BaseModel):
     studies_found: int = 0
@@ -236,7 +231,7 @@ class Counts(BaseModel):
 class StudyView(BaseModel):
     index: int
     study_uid: str | None = Field(None, description="pseudonymous study UID, once known")
-    state: str
+    state: StudyState
     expected: int | None
     received: int = 0
     deidentified: int = 0
@@ -251,7 +246,7 @@ class DeadLetterView(BaseModel):
     task: str
     reason: str
     attempts: int
-    state: str
+    state: DeadLetterState
     created_at: AwareDatetime
 
 

@@ -24,15 +24,18 @@ import httpx
 from pydicom import Dataset
 
 from service.audit.store import AuditStore
+from service.audit.types import Mapping
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.core.security import Role, create_token
+from service.db.models.dicom import ReceivedInstance
 from service.db.models.jobs import DeadLetter, Job, JobInstance, JobStudy
 from service.db.models.triage import TriageEntry
 from service.db.session import session_scope
+from service.db.states import DeadLetterState, InstanceState, JobState, StudyState
 from service.dicom import admin
 from service.jobs.ops import JobRequest, submit_job
-from workers.deid.types import DeidOutcome, Mapping
+from workers.deid.outcome import DeidOutcome
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 POLICY = "dicom-basic-profile"  # shipped in policies/
@@ -43,12 +46,27 @@ def _job(session, settings, keys, n: int) -> str:  # type: ignore[no-untyped-def
     return submit_job(session, settings, keys, req, actor="token:seed").id
 
 
-def _study(session, job_id: str, idx: int, state: str, expected: int) -> JobStudy:  # type: ignore[no-untyped-def]
+def _study(session, job_id: str, idx: int, state: StudyState, expected: int) -> JobStudy:  # type: ignore[no-untyped-def]
     study = JobStudy(job_id=job_id, idx=idx, study_key=f"k{job_id[:8]}{idx}", uid_sealed=b"x",
                      pseudo_uid=f"2.25.{900 + idx}", state=state, expected=expected)
     session.add(study)
     session.flush()
     return study
+
+
+def _instance(session, study: JobStudy, n: int, state: InstanceState) -> None:  # type: ignore[no-untyped-def]
+    """A received file (the listener's row) and its way through de-identification."""
+    received = ReceivedInstance(
+        sop_key=f"sop-{study.job_id[:8]}-{study.idx}-{n}", series_key="series",
+        study_key=study.study_key, sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
+        transfer_syntax="1.2.840.10008.1.2.1", spool_path=f"/spool/{study.id}-{n}.dcm",
+        calling_ae="ORTHANC", size_bytes=1024, job_id=study.job_id,
+    )
+    session.add(received)
+    session.flush()
+    session.add(JobInstance(received_id=received.id, job_id=study.job_id, study_id=study.id,
+                            spool_path=received.spool_path, node="node-a", state=state,
+                            reason=None if state == InstanceState.WRITTEN else "seeded"))
 
 
 def seed(settings: Settings) -> dict[Role, str]:
@@ -63,27 +81,27 @@ def seed(settings: Settings) -> dict[Role, str]:
         failed, done, cancelled = (_job(s, settings, keys, n) for n in (2, 3, 4))
         del queued
 
-        bad = _study(s, failed, 0, "failed", 4)
+        bad = _study(s, failed, 0, StudyState.FAILED, 4)
         bad.reason = "C-MOVE failed (0xC000)"
-        good = _study(s, failed, 1, "complete", 2)
-        for i, state in enumerate(["written", "written", "failed", "dead-lettered", "refused"]):
-            s.add(JobInstance(received_key=f"r{failed[:8]}{i}", job_id=failed,
-                              study_id=(bad if i >= 2 else good).id, spool_path=f"/spool/{i}.dcm",
-                              node="node-a", state=state, reason=None if i < 2 else "seeded"))
+        good = _study(s, failed, 1, StudyState.COMPLETE, 2)
+        for n in range(2):
+            _instance(s, good, n, InstanceState.WRITTEN)
+        for n, state in enumerate(
+            [InstanceState.FAILED, InstanceState.DEAD_LETTERED, InstanceState.REFUSED]
+        ):
+            _instance(s, bad, n, state)
         s.add(DeadLetter(task="deidgate.deidentify_instance", target="3", job_id=failed,
-                         reason="spool-missing", attempts=5, state="dead"))
+                         reason="spool-missing", attempts=5, state=DeadLetterState.DEAD))
         s.add(DeadLetter(task="deidgate.retrieve_study", target=str(bad.id), job_id=failed,
-                         reason="pacs-unreachable", attempts=5, state="retried",
+                         reason="pacs-unreachable", attempts=5, state=DeadLetterState.RETRIED,
                          retried_at=T0))
         s.query(Job).filter(Job.id == failed).update(
-            {"state": "failed", "reason": "1 study failed", "finished_at": T0})
+            {"state": JobState.FAILED, "reason": "1 study failed", "finished_at": T0})
 
-        fine = _study(s, done, 0, "complete", 1)
-        s.add(JobInstance(received_key=f"r{done[:8]}", job_id=done, study_id=fine.id,
-                          spool_path="/spool/d.dcm", node="node-a", state="written"))
-        s.query(Job).filter(Job.id == done).update({"state": "done", "finished_at": T0})
+        _instance(s, _study(s, done, 0, StudyState.COMPLETE, 1), 0, InstanceState.WRITTEN)
+        s.query(Job).filter(Job.id == done).update({"state": JobState.DONE, "finished_at": T0})
         s.query(Job).filter(Job.id == cancelled).update(
-            {"state": "cancelled", "reason": "cancelled by token:seed", "finished_at": T0})
+            {"state": JobState.CANCELLED, "reason": "cancelled by token:seed", "finished_at": T0})
 
         for i, (score, category) in enumerate(
             [(0.91, "priority"), (0.55, "standard"), (0.12, "likely-normal")]

@@ -8,13 +8,14 @@ from fastapi.testclient import TestClient
 from pydicom import Dataset
 
 from service.audit.store import AuditStore
+from service.audit.types import Mapping
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.core.security import Role
 from service.db.session import session_scope
 from tests.api.conftest import bearer
 from tests.audit.util import tamper
-from workers.deid.types import DeidOutcome, Mapping
+from workers.deid.outcome import DeidOutcome
 
 PATIENT_ID, PATIENT_PSN = "01017012345", "PQ2ZLT7B6YV5KDXAM3RC"
 STUDY_UID, STUDY_PSN = "1.2.826.0.1.3680043.99.1", "2.25.1111111111"

@@ -14,13 +14,14 @@ from pydicom import Dataset
 
 from service.api.deps import api_operations
 from service.audit.store import AuditStore
+from service.audit.types import Mapping
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.core.security import Role
 from service.db.models.triage import TriageEntry
 from service.db.session import session_scope
 from tests.api.conftest import bearer
-from workers.deid.types import DeidOutcome, Mapping
+from workers.deid.outcome import DeidOutcome
 
 PATIENT_IDS = ["01017012345", "02028054321"]
 ACCESSION = "A7788990011"

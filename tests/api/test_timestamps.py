@@ -12,6 +12,7 @@ from service.core.security import Role
 from service.db.models.jobs import DeadLetter, Job
 from service.db.models.triage import TriageEntry
 from service.db.session import session_scope
+from service.db.states import JobState
 from tests.api.conftest import bearer
 
 OSLO_SUMMER = timezone(timedelta(hours=2))
@@ -19,8 +20,9 @@ AT = datetime(2026, 6, 1, 10, 30, 15, 123456, tzinfo=OSLO_SUMMER)  # 08:30:15.12
 
 
 def _job(session, job_id: str) -> None:  # type: ignore[no-untyped-def]
-    session.add(Job(id=job_id, state="failed", pacs="pacs1", policy="p", selector="patient_ids",
-                    requested=1, request_sealed=b"", finished_at=AT, created_at=AT))
+    session.add(Job(id=job_id, state=JobState.FAILED, pacs="pacs1", policy="p",
+                    selector="patient_ids", requested=1, request_sealed=b"", finished_at=AT,
+                    created_at=AT))
     session.add(DeadLetter(task="deidgate.retrieve_study", target="1", job_id=job_id,
                            reason="pacs-unreachable", attempts=5, created_at=AT))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 from sqlalchemy import create_engine
 
-from workers.deid.types import DeidOutcome, Mapping, PixelDecision
+from service.audit.types import Mapping
+from workers.deid.outcome import DeidOutcome, PixelDecision
 
 _DROP = {
     "postgresql": [

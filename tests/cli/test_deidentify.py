@@ -17,7 +17,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from service.sample.synthetic import ExamIdentity, write_exam
+from synthetic.exam import write_exam
+from synthetic.identity import ExamIdentity
 
 DEIDGATE = [sys.executable, "-m", "service.cli.main"]
 IDENT = ExamIdentity()
@@ -36,7 +37,7 @@ def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def inputs(tmp_path: Path) -> Path:
     folder = tmp_path / "export"
     folder.mkdir()
-    views = write_exam(folder, identity=IDENT)
+    views = write_exam(folder, identity=IDENT).files
     # names as exports really write them: identifying
     for i, v in enumerate(views):
         v.rename(folder / f"ODEGARD_{IDENT.patient_id}_{i}.dcm")

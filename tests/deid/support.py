@@ -11,8 +11,8 @@ from pydicom.dataset import Dataset
 
 from service.core.keys import SiteKeys
 from workers.deid.engine import Deidentifier
+from workers.deid.outcome import DeidOutcome
 from workers.deid.policy import load_policy
-from workers.deid.types import DeidOutcome
 
 KEY_A = bytes(range(1, 33))
 KEY_B = bytes(range(101, 133))

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from service.cli.main import app
-from service.sample.phi import plant_phi
-from service.sample.synthetic import make_mammogram
+from synthetic.mammogram import make_mammogram
+from synthetic.phi import plant_phi
 from tests.deid.support import save
 
 

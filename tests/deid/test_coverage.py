@@ -22,7 +22,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from service.core.keys import SiteKeys
 from tests.deid.support import engine, keys
-from workers.deid.policy import TagPattern, load_policy
+from workers.deid.policy import load_policy
+from workers.deid.vocabulary import TagPattern
 
 __all__ = ["keys"]
 

@@ -20,7 +20,7 @@ from pydicom.uid import UID_dictionary
 
 from service.core.errors import NotDicom, PolicyRefused, Truncated, UnsupportedSopClass
 from service.core.keys import SiteKeys
-from service.sample.synthetic import make_mammogram
+from synthetic.mammogram import make_mammogram
 from tests.deid.support import dcmdump_ok, engine, keys, no_pixel_policy, run, save
 from workers.deid.engine import Deidentifier
 
@@ -240,7 +240,7 @@ def test_unknown_public_tags_and_unlisted_person_names_are_removed(tmp_path: Pat
 
 
 def test_explain_writes_nothing_and_prints_no_values(tmp_path: Path, keys: SiteKeys) -> None:
-    from service.sample.phi import plant_phi
+    from synthetic.phi import plant_phi
 
     ds = make_mammogram(rows=32, cols=32)
     values = plant_phi(ds)

@@ -18,8 +18,10 @@ import pytest
 from pydicom.dataset import Dataset
 
 from service.core.keys import SiteKeys
-from service.sample.phi import Phi, plant_phi
-from service.sample.synthetic import ExamIdentity, make_exam, make_mammogram
+from synthetic.exam import make_exam
+from synthetic.identity import ExamIdentity
+from synthetic.mammogram import make_mammogram
+from synthetic.phi import Phi, plant_phi
 from tests.deid.support import KEY_B, all_elements, dcmdump_ok, engine, keys, run, save
 
 __all__ = ["keys"]  # the fixture, imported for pytest

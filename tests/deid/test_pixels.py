@@ -14,13 +14,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydantic import ValidationError
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from service.core.errors import PixelRefused
-from service.sample.synthetic import Truth, make_mammogram_with_truth
-from workers.deid.pixels import PixelOptions, clean_pixels
-from workers.deid.types import PixelDecision
+from synthetic.mammogram import Truth, make_mammogram_with_truth
+from workers.deid.outcome import PixelDecision
+from workers.deid.pixels import clean_pixels
+from workers.deid.policy_schema import PixelOptions
 
 J2K = "1.2.840.10008.1.2.4.90"
 JLS = "1.2.840.10008.1.2.4.80"
@@ -233,12 +235,14 @@ def test_refusals_fail_closed() -> None:
 
 
 def test_options_from_policy_mapping() -> None:
-    opts = PixelOptions.from_mapping({"mode": "refuse-if-text", "margin": 2})
+    opts = PixelOptions.model_validate({"mode": "refuse-if-text", "margin": 2})
     assert opts.mode == "refuse-if-text" and opts.margin == 2
-    with pytest.raises(ValueError):
-        PixelOptions.from_mapping({"mdoe": "off"})
-    with pytest.raises(ValueError):
-        PixelOptions.from_mapping({"mode": "maybe"})
+    with pytest.raises(ValidationError, match="mdoe"):
+        PixelOptions.model_validate({"mdoe": "off"})
+    with pytest.raises(ValidationError, match="mode"):
+        PixelOptions.model_validate({"mode": "maybe"})
+    with pytest.raises(ValidationError, match="margin"):
+        PixelOptions.model_validate({"margin": -1})
 
 
 @pytest.mark.slow
@@ -315,10 +319,10 @@ def test_multi_frame_jpeg2000_text_in_one_frame_reencodes_only_that_frame() -> N
     assert np.array_equal(after[0], frames[0]) and np.array_equal(after[2], frames[2])
     assert np.all(after[1][truth.text_mask] == 0)
     assert np.array_equal(after[1][truth.breast_mask], frames[1][truth.breast_mask])
-    from workers.deid import codecs
+    from workers.deid import pixel_codecs
 
-    old = codecs.split_frames(plain.PixelData, 3)
-    new = codecs.split_frames(decision.new_pixel_data or b"", 3)
+    old = pixel_codecs.split_frames(plain.PixelData, 3)
+    new = pixel_codecs.split_frames(decision.new_pixel_data or b"", 3)
     assert bytes(old[0]) == bytes(new[0]) and bytes(old[2]) == bytes(new[2])
     assert bytes(old[1]) != bytes(new[1])
 

@@ -8,9 +8,10 @@ import pytest
 from pydicom.encaps import encapsulate
 
 from service.core.errors import PixelRefused
-from service.sample.synthetic import make_mammogram_with_truth
-from workers.deid import codecs
-from workers.deid.pixels import PixelOptions, clean_pixels
+from synthetic.mammogram import make_mammogram_with_truth
+from workers.deid import pixel_codecs
+from workers.deid.pixels import clean_pixels
+from workers.deid.policy_schema import PixelOptions
 
 J2K = "1.2.840.10008.1.2.4.90"
 
@@ -21,13 +22,13 @@ def test_ll_band_from_first_packet_equals_openjpeg_reduction(photometric: str, r
                                                              cols: int) -> None:
     ds, _ = make_mammogram_with_truth(transfer_syntax=J2K, photometric=photometric, rows=rows,
                                       cols=cols, burned_in_text="ÅSE 17", text_height=20)
-    (stream,) = codecs.split_frames(ds.PixelData, 1)
-    info = codecs.j2k_info(stream)
+    (stream,) = pixel_codecs.split_frames(ds.PixelData, 1)
+    info = pixel_codecs.j2k_info(stream)
     assert info.reversible and info.precision == 12 and info.levels == 5
-    fast = codecs.ll_band_j2k(stream)
+    fast = pixel_codecs.ll_band_j2k(stream)
     assert fast is not None
     ll, levels = fast
-    reference = codecs.reduced_j2k(stream, levels, info)
+    reference = pixel_codecs.reduced_j2k(stream, levels, info)
     assert reference is not None
     assert ll.shape == (-(-rows // 32), -(-cols // 32))
     assert np.array_equal(ll, reference)
@@ -35,8 +36,8 @@ def test_ll_band_from_first_packet_equals_openjpeg_reduction(photometric: str, r
 
 def test_ll_band_of_an_odd_sized_image_follows_the_block_means() -> None:
     ds, truth = make_mammogram_with_truth(transfer_syntax=J2K, rows=600, cols=333)
-    (stream,) = codecs.split_frames(ds.PixelData, 1)
-    fast = codecs.ll_band_j2k(stream)
+    (stream,) = pixel_codecs.split_frames(ds.PixelData, 1)
+    fast = pixel_codecs.ll_band_j2k(stream)
     assert fast is not None
     ll, levels = fast
     assert levels == 5 and ll.shape == (19, 11)
@@ -50,9 +51,9 @@ def test_ll_band_of_an_odd_sized_image_follows_the_block_means() -> None:
 
 def test_ll_band_declines_what_it_cannot_read() -> None:
     ds, _ = make_mammogram_with_truth(transfer_syntax=J2K)
-    (stream,) = codecs.split_frames(ds.PixelData, 1)
-    assert codecs.ll_band_j2k(bytes(stream[:100])) is None
-    assert codecs.ll_band_j2k(b"\x00" * 64) is None
+    (stream,) = pixel_codecs.split_frames(ds.PixelData, 1)
+    assert pixel_codecs.ll_band_j2k(bytes(stream[:100])) is None
+    assert pixel_codecs.ll_band_j2k(b"\x00" * 64) is None
 
 
 def test_single_small_glyph_in_jpeg2000_triggers_the_full_decode() -> None:
@@ -67,9 +68,10 @@ def test_single_small_glyph_in_jpeg2000_triggers_the_full_decode() -> None:
 
 def test_split_frames_is_zero_copy_and_handles_fragments() -> None:
     one = encapsulate([b"\xff\x4f" + b"a" * 100])
-    (frame,) = codecs.split_frames(memoryview(one), 1)
+    (frame,) = pixel_codecs.split_frames(memoryview(one), 1)
     assert isinstance(frame, memoryview) and bytes(frame[:2]) == b"\xff\x4f"
     three = encapsulate([b"x" * 10, b"y" * 12, b"z" * 14], has_bot=True)
-    assert [bytes(f) for f in codecs.split_frames(three, 3)] == [b"x" * 10, b"y" * 12, b"z" * 14]
+    frames = [bytes(f) for f in pixel_codecs.split_frames(three, 3)]
+    assert frames == [b"x" * 10, b"y" * 12, b"z" * 14]
     with pytest.raises(PixelRefused):
-        codecs.split_frames(b"\x00" * 16, 1)
+        pixel_codecs.split_frames(b"\x00" * 16, 1)

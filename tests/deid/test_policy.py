@@ -11,8 +11,8 @@ import yaml
 
 from service.core.errors import PolicyError
 from workers.deid import iod
-from workers.deid.policy import Action, Option, TagPattern, load_policy, shipped_policies
-from workers.deid.rules import RuleSet
+from workers.deid.policy import load_policy, shipped_policies
+from workers.deid.vocabulary import Action, Option, TagPattern
 
 ROOT = Path(__file__).resolve().parents[2]
 MG = "1.2.840.10008.5.1.4.1.1.1.2"
@@ -120,7 +120,7 @@ rules:
     p = load_policy(top)
     assert p.layers == ["base", "modality", "project"]
     assert p.rules["tag:(0010,0010)"].action is Action.PSEUDONYM
-    rs = RuleSet(p)
+    rs = p.matcher
     d = rs.decide(rs.match(0x00080080, "LO"), sop_class=MG, tag=0x00080080, top=True)
     assert d.action is Action.KEEP and d.via == "retain-institution-identity"
     assert base.exists()
@@ -140,7 +140,7 @@ rules:
   - {vr: PN, action: X}
   - {other: true, action: K}
 """))
-    rs = RuleSet(p)
+    rs = p.matcher
     assert rs.match(0x00100010, "PN").tag == "(0010,0010)"
     assert rs.match(0x60023000, "OW").tag == "(60xx,3000)"
     assert rs.match(0x60020010, "US").tag == "(60xx,xxxx)"
@@ -242,6 +242,9 @@ def test_missing_parent_cycles_and_conflicting_options_are_errors(tmp_path: Path
                                               "retain-longitudinal-modified-dates]\n"))
     with pytest.raises(PolicyError, match="unknown policy"):
         load_policy("no-such-policy")
-    with pytest.raises(PolicyError, match="pixels section"):
+    with pytest.raises(PolicyError, match=r"px.yaml:3: key 'pixels.colour': unknown key"):
         load_policy(write(tmp_path, "px.yaml", "name: px\nextends: mammography-screening\n"
                                                "pixels: {colour: red}\n"))
+    with pytest.raises(PolicyError, match=r"px2.yaml:4: key 'pixels.mode'"):
+        load_policy(write(tmp_path, "px2.yaml", "name: px2\nextends: mammography-screening\n"
+                                                "pixels:\n  mode: maybe\n"))

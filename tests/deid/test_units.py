@@ -8,7 +8,7 @@ import pydicom
 import pytest
 
 from service.core.keys import SiteKeys
-from service.sample.synthetic import make_mammogram
+from synthetic.mammogram import make_mammogram
 from tests.deid.support import KEY_A, engine, keys, no_pixel_policy, save
 from workers.deid.dates import BadDate, shift_da, shift_dt
 from workers.deid.pseudonym import Pseudonymizer

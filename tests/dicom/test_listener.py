@@ -22,11 +22,11 @@ from service.core.keys import SiteKeys
 from service.db.models.dicom import AssociationAttempt, ReceivedInstance
 from service.db.session import get_engine, session_scope
 from service.dicom import admin
-from service.dicom.ident import uid_key
 from service.dicom.listener import Listener
+from service.dicom.uid_keys import uid_key
+from synthetic.exam import fresh_exam
 from tests.peers import faults
 from tests.peers.dcmtk import echoscu, storescu
-from tests.peers.mgdata import make_exam
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -60,9 +60,9 @@ def test_store_records_keyed_instances_keeps_bytes_and_is_idempotent(
     stored: list[int] = []
     listener = start_listener(migrated_db, site_keys, spool, on_stored=stored.append)
     _allow(migrated_db, "STORESCU")
-    plain = make_exam(tmp_path / "plain", index=1)
-    j2k = make_exam(tmp_path / "j2k", index=2, transfer_syntax=JPEG2000Lossless)
-    rle = make_exam(tmp_path / "rle", index=3, views=2, transfer_syntax=RLELossless)
+    plain = fresh_exam(tmp_path / "plain", index=1)
+    j2k = fresh_exam(tmp_path / "j2k", index=2, transfer_syntax=JPEG2000Lossless)
+    rle = fresh_exam(tmp_path / "rle", index=3, views=2, transfer_syntax=RLELossless)
     for files, extra in ((plain.files, []), (j2k.files, ["-xv"]), (rle.files, ["-xr"])):
         r = storescu(listener.port, files, extra=extra)
         assert r.returncode == 0, r.stderr
@@ -135,7 +135,7 @@ def test_malformed_and_mismatching_datasets_get_precise_statuses(
         start_listener: Callable[..., Listener]) -> None:
     listener = start_listener(sqlite_db, site_keys, tmp_path / "spool")
     _allow(sqlite_db, "FAULTY")
-    exam = make_exam(tmp_path / "ex", views=1)
+    exam = fresh_exam(tmp_path / "ex", views=1)
     raw, sop_class, sop, ts = faults.encoded_dataset(exam.files[0])
     kw: dict[str, Any] = {"sop_class": sop_class, "ts": ts, "tmp": tmp_path}
     assert faults.send_raw(listener.port, raw[: len(raw) - 100], sop_instance=sop, **kw) \
@@ -160,7 +160,7 @@ def test_abort_and_stall_mid_transfer_leave_no_partial_file(
         start_listener: Callable[..., Listener]) -> None:
     listener = start_listener(sqlite_db, site_keys, tmp_path / "spool", network_timeout=1.0)
     _allow(sqlite_db, "FAULTY")
-    exam = make_exam(tmp_path / "ex", views=1, rows=512, cols=400)  # ~400 KB, ~25 PDUs
+    exam = fresh_exam(tmp_path / "ex", views=1, rows=512, cols=400)  # ~400 KB, ~25 PDUs
     faults.send_partial(listener.port, exam.files[0], fraction=0.5, then="abort")
     stalled = faults.send_partial(listener.port, exam.files[0], fraction=0.5, then="stall",
                                   stall_s=5.0)
@@ -179,7 +179,7 @@ def test_low_disk_answers_out_of_resources(sqlite_db: str, site_keys: SiteKeys, 
     listener = start_listener(sqlite_db, site_keys, spool, free_floor_bytes=floor)
     _allow(sqlite_db, "STORESCU")
     _allow(sqlite_db, "FAULTY")
-    exam = make_exam(tmp_path / "ex", views=1)
+    exam = fresh_exam(tmp_path / "ex", views=1)
     r = storescu(listener.port, exam.files, extra=["-v"])
     assert "Refused: OutOfResources" in r.stderr, r.stderr
     raw, sop_class, sop, ts = faults.encoded_dataset(exam.files[0])
@@ -194,7 +194,7 @@ def test_concurrent_associations_max_pdu_and_clean_stop(
     listener = start_listener(sqlite_db, site_keys, tmp_path / "spool", max_pdu=2_097_152)
     for i in range(4):
         _allow(sqlite_db, f"SENDER{i}")
-    exams = [make_exam(tmp_path / f"e{i}", index=i) for i in range(4)]
+    exams = [fresh_exam(tmp_path / f"e{i}", index=i) for i in range(4)]
     results: list[int] = []
     threads = [threading.Thread(target=lambda i=i: results.append(
         storescu(listener.port, exams[i].files, calling=f"SENDER{i}").returncode))
@@ -226,7 +226,7 @@ def test_without_streaming_writes_the_same_bytes(sqlite_db: str, site_keys: Site
     spool = tmp_path / "spool"
     listener = start_listener(sqlite_db, site_keys, spool, stream_writes=False)
     _allow(sqlite_db, "STORESCU")
-    exam = make_exam(tmp_path / "ex", views=2, transfer_syntax=JPEG2000Lossless)
+    exam = fresh_exam(tmp_path / "ex", views=2, transfer_syntax=JPEG2000Lossless)
     assert storescu(listener.port, exam.files, extra=["-xv"]).returncode == 0
     assert storescu(listener.port, exam.files, extra=["-xv"]).returncode == 0
     rows = _rows(sqlite_db)

@@ -21,7 +21,7 @@ from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.db.models.jobs import JobInstance
 from service.db.session import get_sessionmaker, session_scope
-from tests.peers.mgdata import Exam, make_exam
+from synthetic.exam import Exam, fresh_exam
 from tests.peers.net import free_port, wait_port
 from tests.peers.orthanc import OrthancPeer, orthanc_server
 
@@ -116,7 +116,7 @@ def gateway(tmp: Path, settings: Settings, *, n_exams: int = 3, api: bool = True
 
     upgrade(settings.db_url)
     keys = SiteKeys.load(settings.site_key_path)
-    exams = [make_exam(tmp / "exams", index=exams_from + i) for i in range(n_exams)]
+    exams = [fresh_exam(tmp / "exams", index=exams_from + i) for i in range(n_exams)]
     with session_scope(settings.db_url) as s:
         admin.seed(s, settings)
         admin.set_local_ae(s, settings, ae_title=GW_AE, host="127.0.0.1",

@@ -41,7 +41,7 @@ def test_demo_on_a_fresh_data_folder(tmp_path: Path) -> None:
     assert len(outputs) == 8
     assert not [p for p in (home / "spool").iterdir() if p.is_file()]
     # the synthetic women's names never reach the output or the console
-    from service.sample.synthetic import default_identity
+    from synthetic.identity import default_identity
 
     for n in range(2):
         ident = default_identity(n)

@@ -60,7 +60,7 @@ def test_sealed_request_is_bound_to_its_job(site_keys: SiteKeys) -> None:
 
 
 def test_study_key_is_the_listeners_keyed_hash(site_keys: SiteKeys) -> None:
-    from service.dicom.ident import uid_key
+    from service.dicom.uid_keys import uid_key
 
     assert study_key(site_keys, "1.2.3.4") == uid_key(site_keys, "1.2.3.4")
     assert "1.2.3.4" not in study_key(site_keys, "1.2.3.4")

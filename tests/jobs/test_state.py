@@ -9,13 +9,26 @@ from sqlalchemy import update
 
 from service.core.config import Settings
 from service.core.keys import SiteKeys
+from service.core.queues import TaskName
 from service.db.base import utcnow
 from service.db.models.dicom import ReceivedInstance
 from service.db.models.jobs import Job, JobInstance, JobStudy
 from service.db.session import get_sessionmaker, session_scope
-from service.dicom.ident import uid_key
-from service.jobs import ops
-from service.jobs import orchestrate as orc
+from service.db.states import InstanceState, JobState
+from service.dicom.uid_keys import uid_key
+from service.jobs import ops, recovery
+from service.jobs.transitions import (
+    FoundStudy,
+    add_studies,
+    check_study,
+    claim_instance,
+    claim_job,
+    claim_study,
+    finish_instance,
+    link_received,
+    refresh_job,
+    retrieval_finished,
+)
 from tests.jobs.conftest import submit
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -41,10 +54,10 @@ def _resolved_job(db: str, settings: Settings, keys: SiteKeys, expected: int = 2
     S = get_sessionmaker(db)
     with S() as s:
         job_id = submit(s, settings, keys)
-        assert orc.claim_job(s, job_id, 60) is not None
-        assert orc.claim_job(s, job_id, 60) is None  # a duplicate resolve does nothing
-        [sid] = orc.add_studies(s, keys, job_id, [orc.FoundStudy(STUDY, expected)])
-        assert orc.add_studies(s, keys, job_id, [orc.FoundStudy(STUDY, expected)]) == [sid]
+        assert claim_job(s, job_id, 60) is not None
+        assert claim_job(s, job_id, 60) is None  # a duplicate resolve does nothing
+        [sid] = add_studies(s, keys, job_id, [FoundStudy(STUDY, expected)])
+        assert add_studies(s, keys, job_id, [FoundStudy(STUDY, expected)]) == [sid]
     return job_id, sid
 
 
@@ -52,24 +65,24 @@ def test_happy_path_completes_once(settings: Settings, site_keys: SiteKeys, jobs
     job_id, sid = _resolved_job(jobs_db, settings, site_keys)
     S = get_sessionmaker(jobs_db)
     with S() as s:
-        assert orc.claim_study(s, sid, 60) is not None
-        assert orc.claim_study(s, sid, 60) is None
-        rows = [orc.link_received(s, rid, node="n1") for rid in _received(jobs_db, site_keys, 2)]
+        assert claim_study(s, sid, 60) is not None
+        assert claim_study(s, sid, 60) is None
+        rows = [link_received(s, rid, node="n1") for rid in _received(jobs_db, site_keys, 2)]
         assert all(needs and row and row.job_id == job_id for row, needs in rows)
-        again, _ = orc.link_received(s, int(rows[0][0].received_key), node="n1")
+        again, _ = link_received(s, rows[0][0].received_id, node="n1")
         assert again is not None and again.id == rows[0][0].id  # duplicate delivery
-        orc.retrieval_finished(s, sid, complete=True, reason=None)
-        assert orc.refresh_job(s, job_id) == "de-identifying"
+        retrieval_finished(s, sid, complete=True, reason=None)
+        assert refresh_job(s, job_id) == "de-identifying"
         ids = [r.id for r, _ in rows]
-        assert orc.claim_instance(s, ids[0], 60) is not None
-        assert orc.claim_instance(s, ids[0], 60) is None  # one winner
-        orc.finish_instance(s, ids[0], state="written", pseudo_study_uid="2.25.1")
-        assert not orc.check_study(s, sid)  # one still pending
-        assert orc.claim_instance(s, ids[1], 60) is not None
-        orc.finish_instance(s, ids[1], state="refused", reason="pixel-refused")
-        assert orc.check_study(s, sid) is True
-        assert orc.check_study(s, sid) is False  # the completion hook fires once
-        assert orc.refresh_job(s, job_id) == "done"
+        assert claim_instance(s, ids[0], 60) is not None
+        assert claim_instance(s, ids[0], 60) is None  # one winner
+        finish_instance(s, ids[0], state=InstanceState.WRITTEN, pseudo_study_uid="2.25.1")
+        assert not check_study(s, sid)  # one still pending
+        assert claim_instance(s, ids[1], 60) is not None
+        finish_instance(s, ids[1], state=InstanceState.REFUSED, reason="pixel-refused")
+        assert check_study(s, sid) is True
+        assert check_study(s, sid) is False  # the completion hook fires once
+        assert refresh_job(s, job_id) == "done"
         v = ops.get_job(s, job_id)
     assert v is not None and v.finished_at is not None
     c = v.counts
@@ -84,17 +97,17 @@ def test_stale_claim_is_taken_over_and_swept(
     _, sid = _resolved_job(jobs_db, settings, site_keys, expected=1)
     S = get_sessionmaker(jobs_db)
     with S() as s:
-        orc.claim_study(s, sid, 60)
+        claim_study(s, sid, 60)
         [rid] = _received(jobs_db, site_keys, 1)
-        row, _ = orc.link_received(s, rid, node="n1")
-        assert row is not None and orc.claim_instance(s, row.id, 60) is not None
+        row, _ = link_received(s, rid, node="n1")
+        assert row is not None and claim_instance(s, row.id, 60) is not None
         # the worker holding it is SIGKILLed: its claim ages past the stale limit
         s.execute(update(JobInstance).values(claimed_at=utcnow() - timedelta(seconds=120)))
         s.commit()
-        res = orc.sweep(s, stale_s=60)
+        res = recovery.sweep(s, stale_s=60)
         assert (row.id, "n1") in res.instances
-        assert orc.claim_instance(s, row.id, 60) is not None  # taken over
-        assert orc.sweep(s, stale_s=60).instances == []  # a fresh claim is left alone
+        assert claim_instance(s, row.id, 60) is not None  # taken over
+        assert recovery.sweep(s, stale_s=60).instances == []  # a fresh claim is left alone
 
 
 def test_unlinked_and_queued_work_is_found_at_startup(
@@ -104,10 +117,10 @@ def test_unlinked_and_queued_work_is_found_at_startup(
         job_id = submit(s, settings, site_keys)
     [rid] = _received(jobs_db, site_keys, 1, study="1.2.3.99")
     with get_sessionmaker(jobs_db)() as s:
-        assert orc.sweep(s, stale_s=60).jobs == []  # just submitted: its message is in flight
-        res = orc.sweep(s, stale_s=60, startup=True)
+        assert recovery.sweep(s, stale_s=60).jobs == []  # just submitted: its message is in flight
+        res = recovery.sweep(s, stale_s=60, startup=True)
         assert res.jobs == [job_id] and res.unlinked == [rid]
-        row, needs = orc.link_received(s, rid, node="n1")
+        row, needs = link_received(s, rid, node="n1")
         assert needs and row is not None and row.job_id is None  # no job asked: still cleaned
 
 
@@ -117,15 +130,15 @@ def test_dead_letter_fails_the_job_and_retry_revives(
     job_id, sid = _resolved_job(jobs_db, settings, site_keys, expected=1)
     S = get_sessionmaker(jobs_db)
     with S() as s:
-        orc.claim_study(s, sid, 60)
+        claim_study(s, sid, 60)
         [rid] = _received(jobs_db, site_keys, 1)
-        row, _ = orc.link_received(s, rid, node="n1")
+        row, _ = link_received(s, rid, node="n1")
         assert row is not None
-        orc.retrieval_finished(s, sid, complete=True, reason=None)
-        orc.dead_letter(s, task="deidgate.deidentify_instance", target=str(row.id),
+        retrieval_finished(s, sid, complete=True, reason=None)
+        recovery.dead_letter(s, task=TaskName.DEIDENTIFY_INSTANCE, target=str(row.id),
                         reason="internal: OSError", attempts=6)
-        assert orc.check_study(s, sid) is False
-        assert orc.refresh_job(s, job_id) == "failed"
+        assert check_study(s, sid) is False
+        assert refresh_job(s, job_id) == "failed"
         v = ops.get_job(s, job_id)
         assert v is not None and v.counts.dead_letters == 1 and v.counts.instances_failed == 1
         assert "study 0: 1 instance(s) could not be de-identified" in (v.reason or "")
@@ -142,6 +155,6 @@ def test_cancelled_job_stops_claiming(settings: Settings, site_keys: SiteKeys,
     job_id, sid = _resolved_job(jobs_db, settings, site_keys)
     with get_sessionmaker(jobs_db)() as s:
         ops.cancel_job(s, job_id, actor="t")
-        assert orc.claim_study(s, sid, 60) is None
-        assert s.get(Job, job_id).state == "cancelled"
-        assert orc.refresh_job(s, job_id) == "cancelled"
+        assert claim_study(s, sid, 60) is None
+        assert s.get(Job, job_id).state == JobState.CANCELLED
+        assert refresh_job(s, job_id) == "cancelled"

@@ -17,14 +17,15 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.valuerep import PersonName
 
 from service.core.errors import PolicyRefused
+from service.dicom.elements import tag_text
 from workers.deid.dates import BadDate, shift_da, shift_dt
-from workers.deid.policy import Action, Option, Policy
+from workers.deid.policy import Policy
 from workers.deid.pseudonym import Pseudonymizer
 from workers.deid.rules import Decision, RuleSet
 from workers.deid.text import TextCleaner
+from workers.deid.vocabulary import Action, Option
 
 TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "UC", "CS"}
 BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
@@ -74,10 +75,6 @@ class Context:
         self.counts[action.value] = self.counts.get(action.value, 0) + 1
 
 
-def _tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
 def _creator(ds: Dataset, tag: int) -> str | None:
     block = (tag & 0xFF00) >> 8
     if block < 0x10:
@@ -93,12 +90,12 @@ def walk(ds: Dataset, ctx: Context, path: str = "", top: bool = True) -> None:
     for base_tag in list(ds.keys()):
         tag = int(base_tag)
         group, elem_no = tag >> 16, tag & 0xFFFF
-        name = f"{path}{_tag_text(tag)}"
+        name = f"{path}{tag_text(tag)}"
         try:
             elem = ds[tag]
         except Exception as exc:  # pydicom raises many types on malformed values
             raise PolicyRefused(
-                f"element {_tag_text(tag)} at {path or 'top level'} cannot be parsed "
+                f"element {tag_text(tag)} at {path or 'top level'} cannot be parsed "
                 f"({type(exc).__name__})", code="malformed-element") from None
         vr = str(elem.VR)
         kw = keyword_for_tag(tag) or ""
@@ -139,7 +136,7 @@ def walk(ds: Dataset, ctx: Context, path: str = "", top: bool = True) -> None:
 def _record(ctx: Context, path: str, tag: int, kw: str, vr: str, rule: Any, written: Action,
             action: Action, via: str) -> None:
     if ctx.rows is not None:
-        ctx.rows.append(ExplainRow(path, _tag_text(tag), kw, vr,
+        ctx.rows.append(ExplainRow(path, tag_text(tag), kw, vr,
                                    rule.describe() if rule is not None else "-",
                                    written.value, action.value, via))
 
@@ -189,7 +186,7 @@ def _apply(ds: Dataset, elem: DataElement, d: Decision, ctx: Context, path: str,
     if action is Action.CLEAN:
         _clean(ds, elem, ctx)
         return
-    raise PolicyRefused(f"action {action.value} cannot be applied to {_tag_text(tag)}",
+    raise PolicyRefused(f"action {action.value} cannot be applied to {tag_text(tag)}",
                         code="unknown-action")
 
 
@@ -219,7 +216,7 @@ def _remap_uids(elem: DataElement, ctx: Context) -> None:
 
 
 def _pseudonymize(elem: DataElement, ctx: Context) -> None:
-    vr, kw = str(elem.VR), keyword_for_tag(elem.tag) or _tag_text(int(elem.tag))
+    vr, kw = str(elem.VR), keyword_for_tag(elem.tag) or tag_text(int(elem.tag))
     out: list[Any] = []
     for v in _values(elem):
         text = str(v)
@@ -323,29 +320,3 @@ def _tidy(ds: Dataset) -> None:
             for t in tags:
                 if t >> 16 == g:
                     del ds[t]
-
-
-def person_name_tokens(ds: Dataset) -> list[str]:
-    """Every PN value and identifying string at any depth, for the text cleaner's deny-list."""
-    out: list[str] = []
-    identifying = {"PatientID", "OtherPatientIDs", "AccessionNumber", "InstitutionName",
-                   "InstitutionAddress", "StationName", "PatientAddress", "StudyID",
-                   "PatientTelephoneNumbers", "InstitutionalDepartmentName", "IssuerOfPatientID"}
-
-    def visit(d: Dataset) -> None:
-        for elem in d:
-            if elem.VR == "SQ":
-                for item in elem.value or []:
-                    visit(item)
-            elif elem.VR == "PN" or elem.keyword in identifying:
-                for v in _values(elem):
-                    if isinstance(v, PersonName):
-                        out.extend(str(c) for c in v.components)
-                    out.append(str(v))
-
-    try:
-        visit(ds)
-    except Exception as exc:
-        raise PolicyRefused(f"data set cannot be parsed ({type(exc).__name__})",
-                            code="malformed-element") from None
-    return out

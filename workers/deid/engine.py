@@ -1,10 +1,10 @@
 """The de-identification engine: one instance in, a de-identified instance (or a refusal) out.
 
 Fast path: the header is parsed without the pixel data (source.py), the policy is applied to the
-header at every depth (actions.py), the pixel stage looks at a zero-copy view of the pixel value,
-and ``write`` emits preamble + new file meta + header + the original pixel element bytes copied
-kernel-side from the source file when the pixels are unchanged. So the cost over a plain copy is
-the header work only, whatever the image size.
+header at every depth (actions.py), the pixel stage looks at a zero-copy view of the pixel value
+(pixels.py), and ``write`` (writer.py) emits preamble + new file meta + header + the original
+pixel element bytes copied kernel-side from the source file when the pixels are unchanged. So
+the cost over a plain copy is the header work only, whatever the image size.
 
 ``write`` needs the source file until it returns (the pipeline deletes the identified copy after
 the write and the audit commit, which is that order anyway).
@@ -12,34 +12,30 @@ the write and the audit commit, which is that order anyway).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import struct
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
+from service.audit.types import Mapping, MappingKind
 from service.core.errors import PixelRefused, PolicyRefused, Rejected, UnsupportedSopClass
-from service.core.fsync import fsync_dir
 from service.core.keys import SiteKeys
-from workers.deid.actions import Context, ExplainRow, person_name_tokens, walk
-from workers.deid.policy import CID7050, Option, Policy
+from service.dicom.elements import tag_text
+from workers.deid import pixels
+from workers.deid.actions import Context, ExplainRow, walk
+from workers.deid.outcome import DeidOutcome, PixelDecision
+from workers.deid.policy import Policy
 from workers.deid.pseudonym import Pseudonymizer
 from workers.deid.source import Source, map_pixels, read_source
 from workers.deid.text import TextCleaner, phi_tokens
-from workers.deid.types import DeidOutcome, Mapping, PixelDecision
-from workers.deid.verify import find_survivor, identity_needles
+from workers.deid.verify import find_survivor, identity_needles, person_name_tokens
+from workers.deid.vocabulary import CID7050, Option
+from workers.deid.writer import write_outcome
 
 STORAGE_ROOT = "1.2.840.10008.5.1.4."
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -118,11 +114,9 @@ class Deidentifier:
         ds.file_meta = self._file_meta(ds, prep.src, pixel)
         patient = ctx.patient_pseudonym
         mappings = [Mapping("patient", prep.original["patient"], patient)]
-        for kind, kw in (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"),
-                         ("instance", "SOPInstanceUID")):
+        for kind, kw in _UID_MAPPINGS:
             if prep.original.get(kind):
-                new = str(ds.get(kw, ""))
-                mappings.append(Mapping(kind, prep.original[kind], new))  # type: ignore[arg-type]
+                mappings.append(Mapping(kind, prep.original[kind], str(ds.get(kw, ""))))
         acc_new = str(ds.get("AccessionNumber", "") or "")
         if prep.original.get("accession") and acc_new:
             mappings.append(Mapping("accession", prep.original["accession"], acc_new))
@@ -147,7 +141,7 @@ class Deidentifier:
         prep = self._prepare(Path(src))
         rows: list[ExplainRow] = []
         for elem in prep.src.dataset.file_meta:
-            rows.append(ExplainRow(elem.keyword or str(elem.tag), _tt(int(elem.tag)),
+            rows.append(ExplainRow(elem.keyword or str(elem.tag), tag_text(int(elem.tag)),
                                    elem.keyword, str(elem.VR), "file meta", "rewrite",
                                    "replaced" if elem.keyword in _META_KEPT else "remove",
                                    "new file meta information"))
@@ -155,32 +149,15 @@ class Deidentifier:
         walk(prep.src.dataset, prep.ctx)
         if prep.src.pixel is not None:
             stage = "pixel stage" if self.policy.pixels_enabled else "copied unchanged"
-            rows.append(ExplainRow("PixelData", _tt(prep.src.pixel.tag), "PixelData",
+            rows.append(ExplainRow("PixelData", tag_text(prep.src.pixel.tag), "PixelData",
                                    prep.src.pixel.vr, "pixels", stage, stage,
                                    Option.CLEAN_PIXEL_DATA.value if self.policy.pixels_enabled
                                    else "clean-pixel-data off"))
         return rows
 
     def write(self, outcome: DeidOutcome, dest: Path) -> None:
-        """Durable write: temp file in the destination folder, fsync, atomic rename, fsync dir."""
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        src = outcome.source if isinstance(outcome.source, Source) else None
-        tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
-        try:
-            with tmp.open("wb") as out:
-                for chunk in self._encode(outcome, src):
-                    if isinstance(chunk, _Copy):
-                        _copy_range(chunk, out)
-                    else:
-                        out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        fsync_dir(dest.parent)
+        """Durable write of ``outcome`` to ``dest`` (writer.py); the source must still exist."""
+        write_outcome(outcome, dest)
 
     # ------------------------------------------------------------------ stages
 
@@ -269,10 +246,6 @@ class Deidentifier:
             return PixelDecision(action="no-pixels")
         if not self.policy.pixels_enabled:
             return PixelDecision(action="unchanged", detail="clean-pixel-data not selected")
-        try:
-            from workers.deid import pixels
-        except ImportError:
-            raise PixelRefused("pixel stage unavailable", code="pixel-stage-missing") from None
         mm, view = map_pixels(src)
         try:
             return pixels.clean_pixels(header, view if view is not None else b"",
@@ -298,130 +271,9 @@ class Deidentifier:
         meta.ImplementationVersionName = self.policy.file_meta.implementation_version_name
         return meta
 
-    def _encode(self, outcome: DeidOutcome, src: Source | None) -> Iterator[bytes | _Copy]:
-        ds = outcome.dataset
-        meta = ds.file_meta
-        ts = UID(meta.TransferSyntaxUID)
-        head = DicomBytesIO()
-        head.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(head, meta, enforce_standard=True)
-        pixel = outcome.pixel
-        span = src.pixel if src is not None else None
-        pixel_tag = span.tag if span is not None else 0x7FE00010
-        before, after = Dataset(), Dataset()
-        reencoded = pixel is not None and pixel.action == "blanked"
-        for elem in ds.elements():
-            if reencoded and int(elem.tag) in _OFFSET_TABLES:
-                continue  # offsets into the old fragments would point into the new ones
-            (before if int(elem.tag) < pixel_tag else after)[elem.tag] = elem  # type: ignore[index]
-        before.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian,
-                                     ds.get("SpecificCharacterSet"))
-        yield head.getvalue() + _encode_ds(before, ts)
-        if pixel is not None and pixel.action == "blanked":
-            if pixel.new_pixel_data is None:
-                raise PixelRefused("pixel stage blanked but returned no pixel data")
-            bits = int(ds.get("BitsAllocated", 16))
-            vr = "OB" if ts.is_compressed or bits <= 8 else "OW"
-            if ts.is_little_endian:
-                # Hand-built element header, then the value itself: a 27 MB value must not be
-                # copied through a Dataset, DicomBytesIO and getvalue() on its way to disk.
-                yield from _pixel_element(pixel_tag, vr, pixel.new_pixel_data, ts)
-            else:
-                px = Dataset()
-                px[pixel_tag] = DataElement(  # type: ignore[index]
-                    pixel_tag, vr, pixel.new_pixel_data, is_undefined_length=ts.is_compressed
-                )
-                yield _encode_ds(px, ts)
-        elif pixel is not None and pixel.action != "no-pixels":
-            if src is None or span is None:
-                raise PolicyRefused("the source file is needed to copy the pixel data",
-                                    code="no-source")
-            try:
-                st = src.path.stat()
-            except FileNotFoundError:
-                raise PolicyRefused("source file vanished before the write",
-                                    code="no-source") from None
-            if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
-                raise PolicyRefused("source file changed between reading and writing",
-                                    code="source-changed")
-            yield _Copy(src.path, span.start, span.end - span.start)
-        if len(after):
-            yield _encode_ds(after, ts)
 
-
-@dataclass(frozen=True)
-class _Copy:
-    path: Path
-    offset: int
-    length: int
-
-
-_OFFSET_TABLES = {0x7FE00001, 0x7FE00002}  # Extended Offset Table and its lengths
+_UID_MAPPINGS: tuple[tuple[MappingKind, str], ...] = (
+    ("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"), ("instance", "SOPInstanceUID"))
 _META_KEPT = {"FileMetaInformationVersion", "MediaStorageSOPClassUID",
               "MediaStorageSOPInstanceUID", "TransferSyntaxUID", "ImplementationClassUID",
               "ImplementationVersionName"}
-
-
-def _tt(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-def _encode_ds(ds: Dataset, ts: UID) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_implicit_VR = ts.is_implicit_VR
-    fp.is_little_endian = ts.is_little_endian
-    write_dataset(fp, ds)
-    return fp.getvalue()
-
-
-_SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-
-
-def _pixel_element(tag: int, vr: str, value: bytes, ts: UID) -> Iterator[bytes]:
-    """(7FE0,0010) in a little-endian syntax: header, value, and for encapsulated data the
-    sequence delimiter (the pixel stage returns fragments without it, as encapsulate() does)."""
-    undefined = ts.is_compressed
-    if len(value) % 2 and not undefined:
-        value = value + b"\x00"
-    length = 0xFFFFFFFF if undefined else len(value)
-    grp_elem = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
-    if ts.is_implicit_VR:
-        yield grp_elem + struct.pack("<I", length)
-    else:
-        yield grp_elem + vr.encode("ascii") + b"\x00\x00" + struct.pack("<I", length)
-    yield value
-    if undefined:
-        yield _SEQ_DELIMITER
-
-
-def _copy_range(c: _Copy, out: Any) -> None:
-    """Kernel-side copy of the original pixel element (copy_file_range, else sendfile/copy)."""
-    with c.path.open("rb") as f:
-        out.flush()
-        remaining, off = c.length, c.offset
-        dst = out.fileno()
-        try:
-            while remaining:
-                n = os.copy_file_range(f.fileno(), dst, remaining, off)
-                if n == 0:
-                    raise PolicyRefused("source shrank while copying pixel data", code="io")
-                remaining -= n
-                off += n
-        except OSError:
-            # copy_file_range fails across filesystems (EXDEV): sendfile stays in the kernel.
-            with contextlib.suppress(OSError):
-                while remaining:
-                    n = os.sendfile(dst, f.fileno(), off, remaining)
-                    if n == 0:
-                        break
-                    remaining -= n
-                    off += n
-            f.seek(off)
-            while remaining:
-                buf = f.read(min(remaining, 1 << 20))
-                if not buf:
-                    raise PolicyRefused("source shrank while copying pixel data",
-                                        code="io") from None
-                out.write(buf)
-                remaining -= len(buf)
-        out.flush()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pydicom.datadict import tag_for_keyword
 
-from workers.deid.policy import Action
+from workers.deid.vocabulary import Action
 
 _PATIENT_2 = ["PatientName", "PatientID", "PatientBirthDate", "PatientSex"]
 _STUDY_1 = ["StudyInstanceUID"]

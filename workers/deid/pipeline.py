@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Literal
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from service.audit.store import AuditStore
 from service.core.errors import Rejected, Retryable
 from service.core.fsync import fsync_dir
 from service.core.keys import SiteKeys
 from service.db.session import session_scope
-from workers.deid.types import DeidOutcome
+from workers.deid.outcome import DeidOutcome
 
 if TYPE_CHECKING:
     from workers.deid.engine import Deidentifier
@@ -54,9 +55,9 @@ class InstanceResult:
     reason: str | None = None
     quarantine_path: Path | None = None
     patient_pseudonym: str | None = None
-    study_uid: str | None = None
-    series_uid: str | None = None
-    sop_instance_uid: str | None = None
+    pseudo_study_uid: str | None = None  # the de-identified UIDs, never the originals
+    pseudo_series_uid: str | None = None
+    pseudo_sop_instance_uid: str | None = None
     pixel_action: str | None = None
 
 
@@ -112,8 +113,6 @@ def process_instance(
     on_commit: OnCommit | None = None,
 ) -> InstanceResult:
     """De-identify ``src`` and commit its mappings; see the module docstring for the order."""
-    from service.audit.store import AuditStore
-
     try:
         outcome = deidentifier.deidentify(src)
     except Rejected as exc:
@@ -126,9 +125,9 @@ def process_instance(
         status="written",
         out_path=dest,
         patient_pseudonym=outcome.patient_pseudonym,
-        study_uid=outcome.study_instance_uid,
-        series_uid=outcome.series_instance_uid,
-        sop_instance_uid=outcome.sop_instance_uid,
+        pseudo_study_uid=outcome.study_instance_uid,
+        pseudo_series_uid=outcome.series_instance_uid,
+        pseudo_sop_instance_uid=outcome.sop_instance_uid,
         pixel_action=outcome.pixel.action if outcome.pixel else None,
     )
     try:
@@ -165,8 +164,6 @@ def _refuse(
     job_id: str | None,
     on_commit: OnCommit | None,
 ) -> InstanceResult:
-    from service.audit.store import AuditStore
-
     # The refusal is committed before the file moves: a crash in between only repeats the
     # refusal on retry, while the reverse order could lose track of a quarantined file.
     qpath = quarantine_name(quarantine) if quarantine else None

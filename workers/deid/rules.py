@@ -8,16 +8,15 @@ only catch what nothing more specific names.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pydicom.datadict import tag_for_keyword
 
+from service.core.errors import PolicyError
 from workers.deid import iod
-from workers.deid.policy import Action, PolicyError, Rule, TagPattern
-
-if TYPE_CHECKING:
-    from workers.deid.policy import Policy
+from workers.deid.policy_schema import Rule, SafePrivate
+from workers.deid.vocabulary import Action, Option, TagPattern
 
 # When two enabled options give one row different actions, the one that retains less wins.
 _CONSERVATIVE = [
@@ -37,15 +36,18 @@ class Decision:
 
 
 class RuleSet:
-    def __init__(self, policy: Policy) -> None:
-        self.options = policy.options
+    """The merged rules of one policy, indexed for lookup (built once per policy, at load)."""
+
+    def __init__(self, rules: Iterable[Rule], options: frozenset[Option],
+                 safe_private: Iterable[SafePrivate]) -> None:
+        self.options = options
         self.exact: dict[int, Rule] = {}
         self.patterns: list[tuple[TagPattern, Rule]] = []
         self.creators: dict[tuple[str, int], Rule] = {}
         self.private_all: Rule | None = None
         self.vr: dict[str, Rule] = {}
         self.other: Rule | None = None
-        for rule in policy.rules.values():
+        for rule in rules:
             if rule.keyword is not None:
                 self.exact[int(tag_for_keyword(rule.keyword))] = rule  # type: ignore[arg-type]
             elif rule.tag is not None:
@@ -67,7 +69,7 @@ class RuleSet:
                     raise PolicyError(
                         f"rule {rule.describe()}: safe-private applies to private attributes only")
         self.patterns.sort(key=lambda pr: -pr[0].specificity)
-        self.safe_private = {(s.creator.strip(), int(s.element, 16)) for s in policy.safe_private}
+        self.safe_private = {(s.creator.strip(), int(s.element, 16)) for s in safe_private}
 
     def match(self, tag: int, vr: str, creator: str | None = None) -> Rule | None:
         rule = self.exact.get(tag)

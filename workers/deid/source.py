@@ -23,11 +23,15 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from service.core.errors import NotDicom, PolicyRefused, Truncated
-
-PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
-_UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
-             b"UV"}  # fmt: skip
+from service.dicom.elements import (
+    PIXEL_TAGS,
+    SEQ_END,
+    UNDEFINED_LENGTH,
+    Malformed,
+    element_header,
+    read_tag,
+    walk_items,
+)
 
 
 @dataclass(frozen=True)
@@ -55,47 +59,6 @@ class Source:
     mtime_ns: int = 0
 
 
-def _element_header(f: BinaryIO, implicit: bool, little: bool) -> tuple[int, str, int, int]:
-    """(tag, vr, length, header_length) of the element at the current position."""
-    endian = "<" if little else ">"
-    raw = f.read(8)
-    if len(raw) < 8:
-        raise Truncated("file ends inside the pixel data element header")
-    group, elem = struct.unpack(endian + "HH", raw[:4])
-    tag = (group << 16) | elem
-    if implicit:
-        (length,) = struct.unpack(endian + "L", raw[4:8])
-        return tag, "OW", length, 8
-    vr = raw[4:6]
-    if vr in _LONG_VRS:
-        more = f.read(4)
-        if len(more) < 4:
-            raise Truncated("file ends inside the pixel data element header")
-        (length,) = struct.unpack(endian + "L", more)
-        return tag, vr.decode("ascii"), length, 12
-    (length,) = struct.unpack(endian + "H", raw[6:8])
-    return tag, vr.decode("ascii", "replace"), length, 8
-
-
-def _skip_items(f: BinaryIO, little: bool, size: int) -> tuple[int, int]:
-    """Walk encapsulated fragments; return (value_end, end) around the sequence delimiter."""
-    endian = "<" if little else ">"
-    while True:
-        pos = f.tell()
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise Truncated("encapsulated pixel data has no sequence delimiter")
-        group, elem, length = struct.unpack(endian + "HHL", raw)
-        tag = (group << 16) | elem
-        if tag == 0xFFFEE0DD:
-            return pos, pos + 8
-        if tag != 0xFFFEE000 or length == _UNDEFINED:
-            raise PolicyRefused("encapsulated pixel data has a malformed item", code="malformed")
-        if pos + 8 + length > size:
-            raise Truncated("pixel data fragment runs past the end of the file")
-        f.seek(length, 1)
-
-
 def read_source(path: Path) -> Source:
     """Parse the header; raise NotDicom / Truncated / PolicyRefused for what cannot be read."""
     st = path.stat()
@@ -118,20 +81,14 @@ def read_source(path: Path) -> Source:
             implicit, little = ts.is_implicit_VR, ts.is_little_endian
             pos = f.tell()
             _check_complete(ds, f, pos, little)
-            pixel: PixelSpan | None = None
-            if pos < size:
-                peek = f.read(4)
-                f.seek(pos)
-                if len(peek) == 4:
-                    group, elem = struct.unpack(("<" if little else ">") + "HH", peek)
-                    if (group << 16) | elem in PIXEL_TAGS:
-                        pixel = _pixel_span(f, pos, implicit, little, size)
-                        f.seek(pixel.end)
-                        if pixel.end < size:
-                            trailing = read_dataset(f, implicit, little, bytelength=None)
-                            _check_complete(trailing, f, size, little)
-                            for elem_ in trailing.elements():
-                                ds[elem_.tag] = elem_  # type: ignore[index]
+            pixel = _pixel_span(f, pos, implicit, little, size) if pos + 4 <= size else None
+            if pixel is not None:
+                f.seek(pixel.end)
+                if pixel.end < size:
+                    trailing = read_dataset(f, implicit, little, bytelength=None)
+                    _check_complete(trailing, f, size, little)
+                    for elem_ in trailing.elements():
+                        ds[elem_.tag] = elem_  # type: ignore[index]
             if not len(ds):
                 raise Truncated("file ends after the file meta information")
             if pixel is None and _needs_pixels(ds, meta):
@@ -164,12 +121,12 @@ def _check_complete(ds: Dataset, f: BinaryIO, end: int, little: bool) -> None:
     raw = ds.get_item(keys[-1])
     if not isinstance(raw, RawDataElement):
         return
-    if raw.length == _UNDEFINED:
+    if raw.length == UNDEFINED_LENGTH:
         here = f.tell()
         f.seek(max(end - 8, 0))
         tail = f.read(8)
         f.seek(here)
-        delimiter = struct.pack("<HHL" if little else ">HHL", 0xFFFE, 0xE0DD, 0)
+        delimiter = struct.pack("<HHL" if little else ">HHL", SEQ_END >> 16, SEQ_END & 0xFFFF, 0)
         if tail != delimiter:
             raise Truncated("file ends inside a sequence")
         return
@@ -179,16 +136,36 @@ def _check_complete(ds: Dataset, f: BinaryIO, end: int, little: bool) -> None:
         raise Truncated("file ends inside the data set")
 
 
-def _pixel_span(f: BinaryIO, pos: int, implicit: bool, little: bool, size: int) -> PixelSpan:
-    tag, vr, length, hlen = _element_header(f, implicit, little)
-    value_start = pos + hlen
-    if length == _UNDEFINED:
-        value_end, end = _skip_items(f, little, size)
-        return PixelSpan(tag, vr, pos, value_start, value_end, end, True)
+def _pixel_span(f: BinaryIO, pos: int, implicit: bool, little: bool,
+                size: int) -> PixelSpan | None:
+    """Where the top-level pixel element at ``pos`` ends (None: the next element is another).
+
+    Walked on a map of the file: only the element header and, for encapsulated data, the item
+    headers are touched, never the pixel bytes.
+    """
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        if read_tag(buf, pos, little=little) not in PIXEL_TAGS:
+            return None
+        try:
+            tag, vr, length, value_start = element_header(buf, pos, size, implicit=implicit,
+                                                          little=little)
+        except Malformed:
+            raise Truncated("file ends inside the pixel data element header") from None
+        vr_text = vr.decode("ascii", "replace") if vr else "OW"
+        if length == UNDEFINED_LENGTH:
+            try:
+                end = walk_items(buf, value_start, size, implicit=implicit, little=little,
+                                 fragments=True)
+            except Malformed as exc:
+                if exc.truncated:
+                    raise Truncated(f"encapsulated pixel data cut short ({exc})") from None
+                raise PolicyRefused(f"encapsulated pixel data is malformed ({exc})",
+                                    code="malformed") from None
+            return PixelSpan(tag, vr_text, pos, value_start, end - 8, end, True)
     end = value_start + length
     if end > size:
         raise Truncated("pixel data runs past the end of the file")
-    return PixelSpan(tag, vr, pos, value_start, end, end, False)
+    return PixelSpan(tag, vr_text, pos, value_start, end, end, False)
 
 
 def map_pixels(src: Source) -> tuple[mmap.mmap | None, memoryview | None]:

@@ -16,11 +16,16 @@ short name by chance, and it is not the patient's data.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
+
+from service.core.errors import PolicyRefused
+from service.dicom.elements import tag_text
 
 _NAME_KEYWORDS = {"PatientName", "OtherPatientNames", "PatientBirthName",
                   "PatientMotherBirthName"}
@@ -36,32 +41,63 @@ _SKIP_VRS = {"SQ", "UI", "CS", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "US", "
              "UV", "SV", "FL", "FD", "AT"}
 
 
-def _strings(value: object) -> list[str]:
-    if value is None:
+# Besides every PN: strings the text cleaner must never let through in free text.
+_IDENTIFYING = {"PatientID", "OtherPatientIDs", "AccessionNumber", "InstitutionName",
+                "InstitutionAddress", "StationName", "PatientAddress", "StudyID",
+                "PatientTelephoneNumbers", "InstitutionalDepartmentName", "IssuerOfPatientID"}
+
+
+def _values(value: object) -> list[Any]:
+    """An element's values, flattened (None and "" are no value)."""
+    if value is None or value == "":
         return []
     if isinstance(value, (list, MultiValue)):
-        return [s for v in value for s in _strings(v)]
-    return [str(value)]
+        return [s for v in value for s in _values(v)]
+    return [value]
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in _values(value)]
+
+
+def leaf_elements(ds: Dataset) -> Iterator[DataElement]:
+    """Every element that is not a sequence, at every depth, in file order."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                yield from leaf_elements(item)
+        else:
+            yield elem
+
+
+def person_name_tokens(ds: Dataset) -> list[str]:
+    """Every PN value (and its components) and identifying string at any depth: the text
+    cleaner's deny-list for free text."""
+    out: list[str] = []
+    try:
+        for elem in leaf_elements(ds):
+            if elem.VR == "PN" or elem.keyword in _IDENTIFYING:
+                for v in _values(elem.value):
+                    if isinstance(v, PersonName):
+                        out.extend(str(c) for c in v.components)
+                    out.append(str(v))
+    except Exception as exc:
+        raise PolicyRefused(f"data set cannot be parsed ({type(exc).__name__})",
+                            code="malformed-element") from None
+    return out
 
 
 def identity_needles(ds: Dataset) -> frozenset[str]:
     """The patient's identifying strings, case-folded, from every level of ``ds``."""
     out: set[str] = set()
-
-    def visit(d: Dataset) -> None:
-        for elem in d:
-            if elem.VR == "SQ":
-                for item in elem.value or []:
-                    visit(item)
-            elif elem.keyword in _NAME_KEYWORDS:
-                for v in _strings(elem.value):
-                    pn = v if isinstance(v, PersonName) else PersonName(v)
-                    for comp in (pn.family_name, pn.given_name, pn.middle_name):
-                        out.update(t for t in re.split(r"[\s,.\-]+", comp) if len(t) >= 4)
-            elif elem.keyword in _ID_KEYWORDS:
-                out.update(v.strip() for v in _strings(elem.value) if len(v.strip()) >= 6)
-
-    visit(ds)
+    for elem in leaf_elements(ds):
+        if elem.keyword in _NAME_KEYWORDS:
+            for v in _strings(elem.value):
+                pn = PersonName(v)
+                for comp in (pn.family_name, pn.given_name, pn.middle_name):
+                    out.update(t for t in re.split(r"[\s,.\-]+", comp) if len(t) >= 4)
+        elif elem.keyword in _ID_KEYWORDS:
+            out.update(v.strip() for v in _strings(elem.value) if len(v.strip()) >= 6)
     return frozenset(n.casefold() for n in out)
 
 
@@ -74,7 +110,7 @@ def find_survivor(ds: Dataset, needles: frozenset[str], generated: Iterable[str]
     others = needles - words
     skip = set(generated)
     for elem in ds:
-        name = f"{path}{elem.keyword or f'({elem.tag.group:04X},{elem.tag.element:04X})'}"
+        name = f"{path}{elem.keyword or tag_text(int(elem.tag))}"
         if elem.VR == "SQ":
             for i, item in enumerate(elem.value or []):
                 hit = find_survivor(item, needles, skip, f"{name}[{i}].")

@@ -23,6 +23,7 @@ from service.api.deps import KeysDep, SessionDep, SettingsDep, require_role
 from service.api.errors import ApiError
 from service.api.openapi import Responses, error_response
 from service.core.security import Principal, Role
+from service.db.states import JobState
 from service.jobs.ops import (
     InvalidJobRequest,
     JobNotFound,
@@ -36,7 +37,7 @@ from service.jobs.ops import (
     retry_job,
     submit_job,
 )
-from service.jobs.schemas import DeadLetterView, JobState
+from service.jobs.schemas import DeadLetterView
 
 router = APIRouter(tags=["jobs"])
 

@@ -2,7 +2,7 @@
 instances and refused association attempts.
 
 Original UIDs never reach these tables: instances are identified by keyed hashes
-(``service.dicom.ident.uid_key``), which are enough for idempotency and completeness checks and
+(``service.dicom.uid_keys.uid_key``), which are enough for idempotency and completeness checks and
 useless to anyone without the site key. Spool file names are random.
 """
 
@@ -13,7 +13,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db.base import Base, utcnow
+from service.db.base import Base, StrEnumType, utcnow
+from service.db.states import ReceivedStatus
 
 TS = DateTime(timezone=True)
 
@@ -59,7 +60,7 @@ class AllowedCaller(Base):
 
 
 class ReceivedInstance(Base):
-    """One instance durably in the spool. Status: received | queued | done | refused."""
+    """One instance durably in the spool (status: ``service.db.states.ReceivedStatus``)."""
 
     __tablename__ = "dicom_received_instances"
 
@@ -73,7 +74,8 @@ class ReceivedInstance(Base):
     calling_ae: Mapped[str] = mapped_column(String(16))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[datetime] = mapped_column(TS, default=utcnow, index=True)
-    status: Mapped[str] = mapped_column(String(16), default="received", index=True)
+    status: Mapped[ReceivedStatus] = mapped_column(StrEnumType(ReceivedStatus, 16),
+                                                   default=ReceivedStatus.RECEIVED, index=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 

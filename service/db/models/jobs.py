@@ -1,6 +1,7 @@
 """Extraction jobs: the job, its studies, its instances and dead-lettered tasks.
 
-State lives here, not in the broker: a broker (or worker) that loses messages loses nothing,
+States are the enums of ``service.db.states`` (stored as their strings). State lives here, not in
+the broker: a broker (or worker) that loses messages loses nothing,
 because the sweep re-enqueues whatever these rows say is unfinished. Nothing here holds PHI in
 clear: the request and the original study UIDs (needed to C-MOVE) are AES-GCM sealed with the
 site key, and studies are found by a keyed hash of their UID.
@@ -23,22 +24,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db.base import Base, utcnow
-
-JOB_STATES = (
-    "queued", "resolving", "retrieving", "de-identifying", "scoring", "done", "failed", "cancelled",
-)
-TERMINAL_JOB_STATES = ("done", "failed", "cancelled")
-STUDY_STATES = ("pending", "retrieving", "de-identifying", "scoring", "complete", "failed",
-                "cancelled")
-INSTANCE_STATES = ("pending", "processing", "written", "refused", "failed", "dead-lettered")
+from service.db.base import Base, StrEnumType, utcnow
+from service.db.states import DeadLetterState, InstanceState, JobState, StudyState
 
 
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    state: Mapped[str] = mapped_column(String(20), index=True, default="queued")
+    state: Mapped[JobState] = mapped_column(StrEnumType(JobState, 20), index=True,
+                                            default=JobState.QUEUED)
     pacs: Mapped[str] = mapped_column(String(64))
     policy: Mapped[str] = mapped_column(String(128))
     destination: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -68,7 +63,8 @@ class JobStudy(Base):
     study_key: Mapped[str] = mapped_column(String(64))  # keyed hash of the original study UID
     uid_sealed: Mapped[bytes] = mapped_column(LargeBinary)  # original study UID, for C-MOVE
     pseudo_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    state: Mapped[str] = mapped_column(String(20), default="pending")
+    state: Mapped[StudyState] = mapped_column(StrEnumType(StudyState, 20),
+                                              default=StudyState.PENDING)
     expected: Mapped[int | None] = mapped_column(Integer, nullable=True)
     retrieved: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -84,11 +80,13 @@ class JobInstance(Base):
 
     __tablename__ = "job_instances"
     __table_args__ = (
-        UniqueConstraint("job_id", "received_key", name="uq_job_instances_job_received"),
+        UniqueConstraint("job_id", "received_id", name="uq_job_instances_job_received"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    received_key: Mapped[str] = mapped_column(String(64), index=True)  # ReceivedInstance.id
+    received_id: Mapped[int] = mapped_column(
+        ForeignKey("dicom_received_instances.id"), index=True
+    )
     job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), index=True, nullable=True
     )
@@ -97,7 +95,8 @@ class JobInstance(Base):
     )
     spool_path: Mapped[str] = mapped_column(Text)
     node: Mapped[str] = mapped_column(String(64), default="")  # host whose spool holds the file
-    state: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    state: Mapped[InstanceState] = mapped_column(StrEnumType(InstanceState, 20),
+                                                 default=InstanceState.PENDING, index=True)
     out_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -119,6 +118,7 @@ class DeadLetter(Base):
     job_id: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     reason: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    state: Mapped[str] = mapped_column(String(16), default="dead")  # dead | retried
+    state: Mapped[DeadLetterState] = mapped_column(StrEnumType(DeadLetterState, 16),
+                                                   default=DeadLetterState.DEAD)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     retried_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,138 @@
+"""The one C-STORE code path: used by the listener (C-MOVE deliveries, pushes) and by C-GET.
+
+Thin by design: check the bytes cheaply, write them durably to the spool exactly as received
+(no decoding, no decompression), record the instance under keyed hashes, call the injected
+``on_stored`` hook (the jobs area queues de-identification there), and only then answer success.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from service.core.keys import SiteKeys
+from service.db.models.dicom import ReceivedInstance
+from service.db.session import get_sessionmaker
+from service.db.states import ReceivedStatus
+from service.dicom.dataset_check import Malformed, read_header
+from service.dicom.elements import part10_prefix
+from service.dicom.receive_stream import StreamWriter
+from service.dicom.sopclasses import IMAGE_CLASSES, STORAGE
+from service.dicom.spool import Spool, SpoolFull
+from service.dicom.uid_keys import uid_key
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATASET_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+OnStored = Callable[[int], None]
+
+
+class StoreSink:
+    """Receives C-STORE requests into the spool; safe to share between association threads."""
+
+    def __init__(self, *, db_url: str, keys: SiteKeys, spool: Spool,
+                 on_stored: OnStored | None = None, stream: StreamWriter | None = None) -> None:
+        self.db_url = db_url
+        self.stream = stream
+        self.keys = keys
+        self.spool = spool
+        self.on_stored = on_stored
+        self._sessions = get_sessionmaker(db_url)
+
+    def handle_store(self, event: Any) -> int:
+        """pynetdicom EVT_C_STORE handler; returns the precise DIMSE status."""
+        try:
+            return self._store(event)
+        except Exception:  # never let the library answer a vague 0xC211; log without PHI
+            log.exception("C-STORE failed unexpectedly")
+            return OUT_OF_RESOURCES
+
+    def _store(self, event: Any) -> int:
+        req = event.request
+        sop_class = str(req.AffectedSOPClassUID)
+        calling = event.assoc.requestor.ae_title.strip()
+        if sop_class not in STORAGE:
+            return SOP_CLASS_NOT_SUPPORTED
+        stream: BytesIO = req.DataSet
+        data = stream.getbuffer()
+        part = self.stream.take(event.assoc, str(req.AffectedSOPInstanceUID)) \
+            if self.stream is not None else None
+        committed_part = False
+        try:
+            ts = str(event.context.transfer_syntax)
+            try:
+                header = read_header(data, ts)
+            except Malformed as exc:
+                log.warning("refused C-STORE from %s: malformed dataset (%s)", calling, exc)
+                return CANNOT_UNDERSTAND
+            if (header.sop_class_uid != sop_class
+                    or header.sop_instance_uid != str(req.AffectedSOPInstanceUID)
+                    or not header.study_uid or not header.series_uid
+                    or (sop_class in IMAGE_CLASSES and not header.has_pixels)):
+                log.warning("refused C-STORE from %s: dataset does not match its SOP class",
+                            calling)
+                return DATASET_MISMATCH
+            sop_key = uid_key(self.keys, header.sop_instance_uid)
+            if self._known(sop_key):
+                return SUCCESS  # idempotent: already durable, no second file
+            streamed = part is not None and part.complete and \
+                part.size == part.meta_len + len(data)
+            try:
+                self.spool.check_room(0 if streamed else len(data) + 512)
+            except SpoolFull:
+                log.warning("refused C-STORE from %s: spool below free-space floor", calling)
+                return OUT_OF_RESOURCES
+            if streamed and part is not None:  # already written while it arrived
+                fd, part.fd = part.fd, -1
+                committed_part = True
+                path, size = self.spool.commit_part(part.path, fd), part.size
+            else:
+                meta = part10_prefix(event.file_meta)
+                path, size = self.spool.write((meta, data))
+        finally:
+            data.release()
+            if part is not None and not committed_part:  # never leave it behind
+                part.close()
+                self.spool.discard(part.path)
+        row = ReceivedInstance(
+            sop_key=sop_key,
+            series_key=uid_key(self.keys, header.series_uid),
+            study_key=uid_key(self.keys, header.study_uid),
+            sop_class_uid=sop_class,
+            transfer_syntax=ts,
+            spool_path=str(path),
+            calling_ae=calling[:16],
+            size_bytes=size,
+            status=ReceivedStatus.RECEIVED,
+        )
+        try:
+            with self._sessions() as s, s.begin():
+                s.add(row)
+        except IntegrityError:  # the same instance arrived on another association meanwhile
+            self.spool.discard(path)
+            return SUCCESS
+        except SQLAlchemyError:
+            self.spool.discard(path)
+            log.warning("refused C-STORE from %s: database unavailable", calling)
+            return OUT_OF_RESOURCES
+        if self.on_stored is not None:
+            try:
+                self.on_stored(row.id)
+            except Exception:  # durable and recorded as "received": a sweep re-queues it
+                log.exception("on_stored hook failed for instance %d", row.id)
+        return SUCCESS
+
+    def _known(self, sop_key: str) -> bool:
+        with self._sessions() as s:
+            return s.scalar(select(ReceivedInstance.id).where(
+                ReceivedInstance.sop_key == sop_key)) is not None

@@ -1,0 +1,28 @@
+"""The listener's ``on_stored`` hook: link a spooled instance to its job and queue it.
+
+Runs on the listener's association thread, so it does two small database statements and one
+publish; a failure here is harmless (the instance stays "received" and the sweep links it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from service.core.config import Settings
+from service.core.queues import TaskName, node_name
+from service.db.session import get_sessionmaker
+from service.jobs.routing import enqueue
+from service.jobs.transitions import link_received
+
+
+def make_on_stored(settings: Settings) -> Callable[[int], None]:
+    node = node_name(settings)
+    sessions = get_sessionmaker(settings.db_url)
+
+    def on_stored(received_id: int) -> None:
+        with sessions() as s:
+            row, needs = link_received(s, received_id, node=node)
+        if row is not None and needs:
+            enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, row.id)
+
+    return on_stored

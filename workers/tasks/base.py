@@ -1,0 +1,110 @@
+"""The one base task: it maps the exception hierarchy to what happens to a message.
+
+- ``Rejected``: the input is refused (the pipeline has already quarantined it); no retry.
+- ``Retryable`` and anything unexpected: retry with exponential backoff and jitter; after
+  ``task_max_retries`` the task is dead-lettered in the database with its reason (PHI-free), and
+  the work it stood for is marked so the job ends failed and can be retried (CLI and API).
+- A step that wants another go without an error (a pull still incomplete) calls
+  ``retry_later``: its row is given back and the message comes back after a countdown; no
+  worker slot sleeps meanwhile.
+Tasks are idempotent: a redelivered or duplicated message finds its row already claimed or
+finished and does nothing. ``acks_late`` + ``reject_on_worker_lost`` keep a message when its
+worker dies; the sweep re-enqueues whatever the database says is unfinished in any case.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NoReturn
+
+from celery import Task
+from celery.exceptions import Retry
+from sqlalchemy.orm import Session
+
+from service.core.config import Settings
+from service.core.errors import DeidgateError, Rejected
+from service.core.keys import SiteKeys
+from service.core.queues import TaskName
+from service.db.session import get_sessionmaker, session_scope
+from service.jobs.recovery import dead_letter
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=4)
+def site_keys(path: Path) -> SiteKeys:
+    """Workers never generate a key: a worker host without the site's key would otherwise
+    start a second pseudonym space. `serve`, `listen` or any CLI command creates it first."""
+    return SiteKeys.load(path, create=False)
+
+
+def safe_reason(exc: BaseException) -> str:
+    """Our errors carry PHI-free reasons; anything else is named by type only (a library's
+    message may quote a value from the dataset)."""
+    if isinstance(exc, DeidgateError):
+        return f"{exc.code}: {exc.reason}"[:500]
+    return f"internal: {type(exc).__name__}"
+
+
+class DeidgateTask(Task):
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    max_retries = None  # counted in __call__ against settings.task_max_retries
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def keys(self) -> SiteKeys:
+        return site_keys(self.settings.site_key_path)
+
+    def session(self) -> Session:
+        return get_sessionmaker(self.settings.db_url)()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.run(*args, **kwargs)
+        except Retry:
+            raise
+        except Rejected as exc:
+            log.info("%s %s refused: %s", self.name, args[:1], exc.code)
+            self.on_refused(args, exc)
+            return {"status": "refused", "code": exc.code}
+        except Exception as exc:
+            reason = safe_reason(exc)
+            self.release(args)
+            tries = self.request.retries
+            if tries < self.settings.task_max_retries and not self.request.is_eager:
+                delay = min(300.0, self.settings.task_retry_base_s * 2**tries)
+                delay *= 0.5 + random.random()  # noqa: S311 - jitter, not security
+                log.warning("%s %s failed (%s); retry %d in %.1fs", self.name, args[:1], reason,
+                            tries + 1, delay)
+                raise self.retry(countdown=delay, max_retries=None) from None
+            log.error("%s %s dead-lettered after %d attempts: %s", self.name, args[:1],
+                      tries + 1, reason)
+            with session_scope(self.settings.db_url) as s:
+                dead_letter(s, task=TaskName(self.name), target=str(args[0]) if args else "",
+                            reason=reason, attempts=tries + 1)
+            self.after_dead(args)
+            return {"status": "dead-lettered", "reason": reason}
+
+    def retry_later(self, args: tuple[Any, ...], countdown: float) -> NoReturn:
+        """Give the row back and have this message delivered again after ``countdown`` s."""
+        self.release(args)
+        raise self.retry(countdown=countdown, max_retries=None)
+
+    # per-task hooks
+    def on_refused(self, args: tuple[Any, ...], exc: Rejected) -> None:
+        pass
+
+    def release(self, args: tuple[Any, ...]) -> None:
+        pass
+
+    def after_dead(self, args: tuple[Any, ...]) -> None:
+        pass

@@ -1,0 +1,53 @@
+"""The sweep: re-enqueue what the database says is unfinished (a lost message, a killed worker,
+a restarted broker). Run by the worker on the listener's host (``workers.celery_app``) every
+``sweep_interval_s``, and as a task when an operator's retry has nothing else to enqueue."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from service.core.config import Settings
+from service.core.queues import TaskName, node_name
+from service.db.session import get_sessionmaker
+from service.jobs import recovery
+from service.jobs.routing import enqueue
+from service.jobs.transitions import link_received
+from workers.tasks.base import DeidgateTask
+from workers.tasks.completion import study_complete
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, base=DeidgateTask, name=TaskName.SWEEP.value)
+def sweep(self: DeidgateTask, startup: bool = False) -> dict[str, Any]:
+    return run_sweep(self.settings, startup=startup)
+
+
+def run_sweep(settings: Settings, *, startup: bool = False) -> dict[str, int]:
+    """Claims make a duplicate harmless, so re-enqueueing too much costs only a lookup."""
+    node = node_name(settings)
+    with get_sessionmaker(settings.db_url)() as s:
+        res = recovery.sweep(s, stale_s=settings.task_stale_s, startup=startup)
+        linked = []
+        for rid in res.unlinked:
+            row, needs = link_received(s, rid, node=node)
+            if row is not None and needs:
+                linked.append(row.id)
+    for jid in res.jobs:
+        enqueue(settings, TaskName.RESOLVE_JOB, jid)
+    for sid in res.studies:
+        enqueue(settings, TaskName.RETRIEVE_STUDY, sid)
+    for iid, inode in res.instances:
+        enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, iid, node=inode or node)
+    for iid in linked:
+        enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, iid)
+    for sid, jid in res.completed:
+        study_complete(settings, sid, jid)
+    counts = {"jobs": len(res.jobs), "studies": len(res.studies),
+              "instances": len(res.instances) + len(linked), "completed": len(res.completed)}
+    if any(counts.values()):
+        log.info("sweep re-enqueued %s", counts)
+    return counts
