@@ -10,13 +10,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, func, select
 from sqlalchemy.orm import Session
 
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.db.base import utcnow
-from service.db.models.jobs import TERMINAL_JOB_STATES, DeadLetter, Job, JobInstance, JobStudy
+from service.db.models.jobs import (
+    JOB_STATES,
+    TERMINAL_JOB_STATES,
+    DeadLetter,
+    Job,
+    JobInstance,
+    JobStudy,
+)
 from service.jobs import orchestrate
 from service.jobs.orchestrate import upd
 from service.jobs.schemas import (
@@ -86,16 +93,30 @@ def _load(session: Session, job_id: str) -> Job:
     return job
 
 
+# The states each operation moves a job from. The move is one conditional UPDATE whose WHERE
+# names them, and its rowcount decides: a read followed by a write would let a job that
+# finished (or was retried by someone else) in between be overwritten.
+CANCELLABLE = tuple(s for s in JOB_STATES if s not in TERMINAL_JOB_STATES)  # every active one
+RETRYABLE = TERMINAL_JOB_STATES  # failed, cancelled, done
+
+
+def _moved(session: Session, stmt: Any) -> int:
+    """Rows a conditional UPDATE changed (RETURNING-free, so the same on both dialects)."""
+    result: CursorResult[Any] = session.execute(stmt)  # type: ignore[assignment]
+    return int(result.rowcount)
+
+
 def cancel_job(
     session: Session, job_id: str, *, actor: str, keys: SiteKeys | None = None
 ) -> JobView:
     """Stop resolving and retrieving. Instances already received are still de-identified, so no
     identified copy is left behind in the spool."""
-    job = _load(session, job_id)
-    if job.state in TERMINAL_JOB_STATES:
-        raise InvalidJobRequest(f"job {job_id} is already {job.state}")
-    session.execute(upd(Job).where(Job.id == job_id).values(
+    moved = _moved(session, upd(Job).where(Job.id == job_id, Job.state.in_(CANCELLABLE)).values(
         state="cancelled", reason=f"cancelled by {actor}", finished_at=utcnow()))
+    if moved != 1:
+        session.rollback()
+        job = _load(session, job_id)
+        raise InvalidJobRequest(f"job {job_id} is already {job.state}")
     session.execute(upd(JobStudy).where(
         JobStudy.job_id == job_id, JobStudy.state.in_(("pending", "retrieving"))
     ).values(state="cancelled", reason="job cancelled"))
@@ -110,27 +131,36 @@ def retry_job(
     keys: SiteKeys | None = None,
 ) -> JobView:
     """Re-run the failed parts: failed studies are retrieved again, dead-lettered and failed
-    instances de-identified again; a job that failed before resolving is resolved again."""
+    instances de-identified again; a job that failed before resolving is resolved again.
+
+    The job row moves first, only from the state read (compare and set), so of two retries at
+    once exactly one proceeds; studies and instances then move only from their failed states,
+    and only those that moved are enqueued."""
     job = _load(session, job_id)
-    if job.state not in ("failed", "cancelled", "done"):
-        raise InvalidJobRequest(f"job {job_id} is {job.state}; only finished jobs can be retried")
+    seen = job.state
+    if seen not in RETRYABLE:
+        raise InvalidJobRequest(f"job {job_id} is {seen}; only finished jobs can be retried")
     n_studies = session.scalar(select(func.count()).select_from(JobStudy)
                                .where(JobStudy.job_id == job_id)) or 0
-    redo_studies = list(session.scalars(select(JobStudy.id).where(
-        JobStudy.job_id == job_id, JobStudy.state.in_(("failed", "cancelled")))))
-    redo_inst = list(session.scalars(select(JobInstance.id).where(
-        JobInstance.job_id == job_id, JobInstance.state.in_(("failed", "dead-lettered")))))
-    if n_studies and not redo_studies and not redo_inst and job.state == "done":
-        raise InvalidJobRequest(f"job {job_id} has nothing to retry")
     new_state = "queued" if n_studies == 0 else "retrieving"
-    session.execute(upd(Job).where(Job.id == job_id).values(
+    moved = _moved(session, upd(Job).where(Job.id == job_id, Job.state == seen).values(
         state=new_state, reason=None, finished_at=None, attempts=Job.attempts + 1))
-    if redo_studies:
-        session.execute(upd(JobStudy).where(JobStudy.id.in_(redo_studies)).values(
-            state="pending", reason=None, retrieved=False, attempts=0))
-    if redo_inst:
-        session.execute(upd(JobInstance).where(JobInstance.id.in_(redo_inst)).values(
-            state="pending", reason=None, attempts=0, claimed_at=None))
+    if moved != 1:  # moved by someone else since the read
+        session.rollback()
+        now = _load(session, job_id).state
+        raise InvalidJobRequest(f"job {job_id} is {now} (it was {seen} a moment ago); "
+                                "only finished jobs can be retried")
+    redo_studies = list(session.scalars(upd(JobStudy).where(
+        JobStudy.job_id == job_id, JobStudy.state.in_(("failed", "cancelled"))
+    ).values(state="pending", reason=None, retrieved=False, attempts=0)
+        .returning(JobStudy.id)))
+    redo_inst = list(session.scalars(upd(JobInstance).where(
+        JobInstance.job_id == job_id, JobInstance.state.in_(("failed", "dead-lettered"))
+    ).values(state="pending", reason=None, attempts=0, claimed_at=None)
+        .returning(JobInstance.id)))
+    if n_studies and not redo_studies and not redo_inst and seen == "done":
+        session.rollback()
+        raise InvalidJobRequest(f"job {job_id} has nothing to retry")
     session.execute(upd(DeadLetter).where(DeadLetter.job_id == job_id,
                                              DeadLetter.state == "dead")
                     .values(state="retried", retried_at=utcnow()))
@@ -164,11 +194,16 @@ def retry_dead_letter(
     dl = session.get(DeadLetter, dead_letter_id)
     if dl is None:
         raise JobNotFound(f"no dead-lettered task with id {dead_letter_id}")
-    if dl.state != "dead":
+    # dead -> retried as one conditional UPDATE first: of two operators at once, one revives
+    moved = _moved(session, upd(DeadLetter).where(
+        DeadLetter.id == dead_letter_id, DeadLetter.state == "dead"
+    ).values(state="retried", retried_at=utcnow()))
+    if moved != 1:
+        session.rollback()
         raise InvalidJobRequest(f"dead-lettered task {dead_letter_id} was already retried")
     orchestrate.revive(session, dl)
-    dl.state, dl.retried_at = "retried", utcnow()
     session.commit()
+    session.refresh(dl)
     orchestrate.enqueue_target(settings, dl.task, dl.target)
     log.info("dead letter %d (%s) retried by %s", dl.id, dl.task, actor)
     return _dl_view(dl)
