@@ -17,6 +17,7 @@ import typer
 
 from service.cli.common import fail, guard, state
 from service.core.errors import DeidgateError
+from service.core.fsync import fsync_dir
 
 audit_app = typer.Typer(help="Audit log and pseudonym mappings.", no_args_is_help=True)
 
@@ -94,6 +95,7 @@ def export_mapping(
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, out)
+        fsync_dir(out.parent)  # the rename is in the folder: durable only once it is fsynced
     except DeidgateError as exc:
         tmp.unlink(missing_ok=True)
         guard(exc)

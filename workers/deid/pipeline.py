@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.core.errors import Rejected, Retryable
-from service.core.fsync import fsync_dir
+from service.core.fsync import fsync_dir, move_durably
 from service.core.keys import SiteKeys
 from service.db.session import session_scope
 from workers.deid.types import DeidOutcome
@@ -93,8 +92,7 @@ def quarantine_file(src: Path, dest: Path, exc: Rejected, *, source: str) -> Pat
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, dest.with_suffix(".json"))
-    shutil.move(str(src), dest)
-    fsync_dir(quarantine)
+    move_durably(src, dest)  # fsyncs the file and both folders, across filesystems too
     return dest
 
 
