@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -156,29 +156,30 @@ def _content_ok(key: bytes, e: StoredEvent) -> bool:
     return hmac.compare_digest(expect.encode(), e.hash.encode("utf-8", "surrogatepass"))
 
 
-def _rows(key: bytes, stored: list[StoredEvent]) -> tuple[list[_Row], list[Finding]]:
-    """Rows in chain order, each with a seq, and findings for rows whose seq is unreadable.
+def _rows(key: bytes, events: Iterable[StoredEvent]) -> tuple[list[_Row], list[Finding], int]:
+    """Rows in chain order, each with a seq; findings for rows no seq can be given; the count.
 
-    A row whose seq cannot be read is placed by its links: right after the row whose hash it
-    names as predecessor, or right before the row that names its hash. NULL or unreadable
-    hashes get a placeholder that matches nothing, so the neighbours' broken links are
-    explained by this edited row instead of being blamed on them."""
+    Streams: only the small per-row summary is kept, not the row's content. A row whose seq
+    cannot be read is placed by its links: right after the row whose hash it names as
+    predecessor, or right before the row that names its hash. NULL or unreadable hashes get a
+    placeholder that matches nothing, so the neighbours' broken links are explained by this
+    edited row instead of being blamed on them."""
     rows: list[_Row] = []
-    placeless: list[tuple[int, StoredEvent]] = []
-    for i, e in enumerate(stored):
+    placeless: list[tuple[str, str]] = []
+    count = 0
+    for i, e in enumerate(events):
+        count += 1
         prev = e.prev_hash if e.prev_hash is not None else f"\x00unreadable-prev-{i}"
         digest = e.hash if e.hash is not None else f"\x00unreadable-hash-{i}"
         if e.seq is None:
-            placeless.append((i, e))
-            continue
-        rows.append(_Row(e.seq, prev, digest, _content_ok(key, e)))
+            placeless.append((prev, digest))
+        else:
+            rows.append(_Row(e.seq, prev, digest, _content_ok(key, e)))
     findings: list[Finding] = []
     by_hash = {r.hash: r.seq for r in rows}
     by_prev = {r.prev: r.seq for r in rows}
     taken = {r.seq for r in rows}
-    for i, e in placeless:
-        prev = e.prev_hash if e.prev_hash is not None else f"\x00unreadable-prev-{i}"
-        digest = e.hash if e.hash is not None else f"\x00unreadable-hash-{i}"
+    for prev, digest in placeless:
         seq = 1 if prev == GENESIS_HASH else None
         if seq is None and prev in by_hash:
             seq = by_hash[prev] + 1
@@ -191,7 +192,7 @@ def _rows(key: bytes, stored: list[StoredEvent]) -> tuple[list[_Row], list[Findi
         taken.add(seq)
         rows.append(_Row(seq, prev, digest, False))
     rows.sort(key=lambda r: r.seq)
-    return rows, findings
+    return rows, findings, count
 
 
 def verify(session: Session, keys: SiteKeys, *, anchors: Sequence[tuple[int, str]] = (),
@@ -207,10 +208,9 @@ def verify(session: Session, keys: SiteKeys, *, anchors: Sequence[tuple[int, str
     an earlier head shows it.
     """
     key = chain_key(keys)
-    stored_rows = list(stored.read_events(session, batch=batch))
-    rows, findings = _rows(key, stored_rows)
+    rows, findings, count = _rows(key, stored.read_events(session, batch=batch))
     head = stored.read_head(session)
-    report = ChainReport(events=len(stored_rows))
+    report = ChainReport(events=count)
     if head is not None and head.seq is not None and head.hash is not None:
         report.head_seq, report.head_hash = head.seq, head.hash
         report.findings.extend(_classify(rows, (head.seq, head.hash)))

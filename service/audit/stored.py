@@ -59,12 +59,10 @@ class StoredEvent:
 
 @dataclass(frozen=True)
 class StoredHead:
+    """The one ``audit_chain_head`` row; a column that could not be read is None."""
+
     seq: int | None
     hash: str | None
-
-    @property
-    def readable(self) -> bool:
-        return self.seq is not None and self.hash is not None
 
 
 def _column(dialect: str, name: str) -> str:
