@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from service.audit.store import AuditStore
 from service.core.errors import Rejected, Retryable
-from service.core.fsync import fsync_dir
+from service.core.fsync import fsync_dir, move_durably
 from service.core.keys import SiteKeys
 from service.db.session import session_scope
 from workers.deid.outcome import DeidOutcome
@@ -94,8 +93,7 @@ def quarantine_file(src: Path, dest: Path, exc: Rejected, *, source: str) -> Pat
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, dest.with_suffix(".json"))
-    shutil.move(str(src), dest)
-    fsync_dir(quarantine)
+    move_durably(src, dest)  # fsyncs the file and both folders, across filesystems too
     return dest
 
 
