@@ -363,6 +363,17 @@ class _CheckedSocket(ssl.SSLSocket):
             ctx.refusal = classify(exc)
             raise
 
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        """Under TLS 1.3 our handshake ends before the server has checked our certificate;
+        its refusal (an alert) arrives on the first read, and is classified there."""
+        try:
+            return super().recv(buflen, flags)
+        except ssl.SSLError as exc:
+            ctx: _ScuContext = self.context  # type: ignore[assignment]
+            if ctx.refusal is None:
+                ctx.refusal = classify(exc)
+            raise
+
 
 class _ScuContext(ssl.SSLContext):
     sslsocket_class = _CheckedSocket
