@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import secrets
 import ssl
 import subprocess
 import threading
@@ -13,15 +14,53 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from service.dicom.tls import NodeTls, Refusal, TlsAssociationServer, TlsGuard
 from tests.peers.certs import Leaf
-from tests.peers.mgdata import MG_PRESENTATION
 
 ALL_TS = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+MG_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+
+
+@dataclass
+class Exam:
+    study_uid: str
+    files: list[Path]
+    sop_uids: list[str]
+
+
+def small_exam(folder: Path, views: int = 2) -> Exam:
+    """A tiny synthetic mammography study (8x8 pixels per view): enough for transport tests,
+    and independent of the sample-data helpers the restructure moves."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study, patient = generate_uid(), f"SYN{secrets.token_hex(3)}"
+    exam = Exam(study, [], [])
+    for i in range(views):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = UID(MG_PRESENTATION)
+        ds.SOPClassUID = MG_PRESENTATION
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.PatientName, ds.PatientID = "Synthetic^Patient", patient
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "MG", i + 1, 1
+        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20260105", "1015", "", "1"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows = ds.Columns = 8
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = bytes(range(128))
+        path = folder / f"view{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        exam.files.append(path)
+        exam.sop_uids.append(str(ds.SOPInstanceUID))
+    return exam
 
 
 @dataclass

@@ -14,9 +14,8 @@ import pytest
 
 from service.dicom.tls import DicomTlsFiles, NodeTls, TlsMode, TlsRefusal, listener_context
 from tests.peers.certs import TestPki
-from tests.peers.mgdata import make_exam
 from tests.peers.orthanc import orthanc_server
-from tests.security.dicom_harness import echoscu, storescu, tls_options, tls_scp
+from tests.security.dicom_harness import echoscu, small_exam, storescu, tls_options, tls_scp
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +29,7 @@ def ctx(pki: TestPki) -> ssl.SSLContext:
 
 
 def test_mutual_tls_echo_and_store(ctx: ssl.SSLContext, pki: TestPki, tmp_path: Path) -> None:
-    exam = make_exam(tmp_path, views=2)
+    exam = small_exam(tmp_path, views=2)
     with tls_scp(ctx, {"MODALITY": MTLS}) as scp:
         echo = echoscu(scp.port, tls_options(pki.leaf("MODALITY"), pki.ca))
         store = storescu(scp.port, tls_options(pki.leaf("MODALITY"), pki.ca), exam.files)
@@ -176,7 +175,7 @@ def test_a_silent_peer_blocks_nobody_and_times_out(ctx: ssl.SSLContext, pki: Tes
 def test_orthanc_as_tls_client(ctx: ssl.SSLContext, pki: TestPki, tmp_path: Path) -> None:
     """Debian's Orthanc 1.10.1 is built with DICOM TLS: it echoes and stores to our TLS SCP,
     presenting its own certificate (CN=ORTHANC) as the client certificate."""
-    exam = make_exam(tmp_path / "exam", views=1)
+    exam = small_exam(tmp_path / "exam", views=1)
     orthanc = pki.leaf("ORTHANC")
     with tls_scp(ctx, {"ORTHANC": MTLS}) as scp:
         modalities = {"deidgate": {"AET": "DEIDGATE", "Host": "127.0.0.1", "Port": scp.port,

@@ -28,10 +28,9 @@ from service.dicom.tls import (
     scu_tls,
 )
 from tests.peers.certs import Leaf, TestPki
-from tests.peers.mgdata import MG_PRESENTATION, make_exam
 from tests.peers.net import free_port, stop_process, wait_port
 from tests.peers.orthanc import orthanc_server
-from tests.security.dicom_harness import tls_options
+from tests.security.dicom_harness import MG_PRESENTATION, small_exam, tls_options
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +89,7 @@ def _scu(files: DicomTlsFiles, policy: NodeTls, ae_title: str = "STORESCP") -> S
 
 def test_mutual_tls_echo_and_store_to_storescp(files: DicomTlsFiles, pki: TestPki,
                                                tmp_path: Path) -> None:
-    exam = make_exam(tmp_path / "exam", views=1)
+    exam = small_exam(tmp_path / "exam", views=1)
     with storescp_tls(tmp_path, pki.leaf("STORESCP"), pki.ca) as peer:
         tls = _scu(files, NodeTls(mode=TlsMode.mtls))  # name pin: the AE title STORESCP
         assoc = _associate(tls, peer.port, "STORESCP")
@@ -153,7 +152,7 @@ def test_off_means_plain(files: DicomTlsFiles) -> None:
 def test_orthanc_tls_echo_and_find(files: DicomTlsFiles, pki: TestPki, tmp_path: Path) -> None:
     """Debian's Orthanc 1.10.1 supports DICOM TLS (DicomTlsEnabled, ...): mutual TLS, C-ECHO,
     C-FIND; its TLS port refuses plain DICOM."""
-    exam = make_exam(tmp_path / "exam", views=2)
+    exam = small_exam(tmp_path / "exam", views=2)
     orthanc = pki.leaf("ORTHANC")
     with orthanc_server(tmp_path / "orthanc", modalities={
         "deidgate": ("DEIDGATE", "127.0.0.1", 9)}, extra={
