@@ -34,6 +34,7 @@ from service.core.metrics import (
     scrape_registry,
 )
 from service.dicom.tls import TlsRefusal
+from tests.e2e.harness import redis_server
 from tests.peers.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -176,7 +177,8 @@ def test_reason_of() -> None:
     assert reason_of(ValueError("Nordmann^Kari")) == "error"
 
 
-_CODE = re.compile(r"""\bcode\s*=\s*["']([a-z0-9-]+)["']""")
+# class attributes (``    code = "x"`` alone on its line) and keywords (``code="x"``)
+_CODE = re.compile(r'^\s+code = "([a-z0-9-]+)"$|\bcode="([a-z0-9-]+)"', re.MULTILINE)
 
 
 def test_reason_vocabulary_covers_every_code_in_the_source() -> None:
@@ -184,36 +186,38 @@ def test_reason_vocabulary_covers_every_code_in_the_source() -> None:
     found = set()
     for folder in ("service", "workers"):
         for path in (REPO / folder).rglob("*.py"):
-            found |= set(_CODE.findall(path.read_text(encoding="utf-8")))
+            for attr, keyword in _CODE.findall(path.read_text(encoding="utf-8")):
+                found.add(attr or keyword)
     found |= {r.value for r in TlsRefusal}
     assert found - REASONS == set()
+
+
+def _count_three(url: str, opts: dict[str, str], names: list[str], node: str) -> None:
+    """Three messages on the first queue, none on the second; read back through kombu."""
+    with Connection(url, transport_options=opts) as conn:
+        q = conn.SimpleQueue(names[0])
+        for i in range(3):
+            q.put({"n": i})
+        q.close()
+    assert broker_queue_depths(url, opts, names) == {names[0]: 3, names[1]: 0}, url
+    registry = CollectorRegistry()
+    registry.register(QueueDepths(lambda: broker_queue_depths(url, opts, names)))
+    s = _samples(generate_latest(registry).decode())
+    assert s[("deidgate_queue_depth", (("node", node), ("queue", "deid")))] == 3
 
 
 @pytest.mark.integration
 def test_queue_depths_from_redis_and_the_filesystem_broker(tmp_path: Path) -> None:
     node = f"t{uuid.uuid4().hex[:8]}"
     names = [f"deid.{node}", f"score-{node}-unused"]
-    redis_url = "redis://127.0.0.1:6379/0"
     folder = tmp_path / "broker"
     for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True)
     fs = {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
           "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control")}
-    for url, opts in ((redis_url, {}), ("filesystem://", fs)):
-        with Connection(url, transport_options=opts) as conn:
-            q = conn.SimpleQueue(names[0])
-            for i in range(3):
-                q.put({"n": i})
-            q.close()
-        try:
-            assert broker_queue_depths(url, opts, names) == {names[0]: 3, names[1]: 0}, url
-            registry = CollectorRegistry()
-            registry.register(QueueDepths(lambda u=url, o=opts: broker_queue_depths(u, o, names)))
-            s = _samples(generate_latest(registry).decode())
-            assert s[("deidgate_queue_depth", (("node", node), ("queue", "deid")))] == 3
-        finally:
-            with Connection(url, transport_options=opts) as conn:
-                conn.default_channel.queue_delete(names[0])
+    _count_three("filesystem://", fs, names, node)
+    with redis_server(tmp_path) as (redis_url, _restart):  # our own redis-server
+        _count_three(redis_url, {}, names, node)
 
 
 @pytest.mark.integration
