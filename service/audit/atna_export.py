@@ -59,6 +59,8 @@ class AtnaExporter:
         except (KeyError, TypeError, ValueError) as exc:  # never the value: it may be PHI
             self.unbuildable += 1
             log.warning("no ATNA message for a %s event: %s", kind, type(exc).__name__)
+            if self.sender.on_drop is not None:
+                self.sender.on_drop("unbuildable")
             return False
         return message is not None and self.send(message)
 

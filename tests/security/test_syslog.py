@@ -160,7 +160,8 @@ def test_exporter_from_settings(pki: TestPki, tmp_path: Path) -> None:
                             audit_syslog_port=rx.port, audit_syslog_ca=pki.ca,
                             audit_syslog_cert=ours.cert, audit_syslog_key=ours.key,
                             audit_source_id="GW-7")
-        exporter = AtnaExporter.from_settings(settings)
+        drops: list[str] = []
+        exporter = AtnaExporter.from_settings(settings, on_drop=drops.append)
         assert exporter is not None
         try:
             assert exporter.event("token.created", actor="admin",
@@ -172,3 +173,4 @@ def test_exporter_from_settings(pki: TestPki, tmp_path: Path) -> None:
             exporter.close()
     assert b'AuditSourceID="GW-7"' in f.msg
     assert exporter.unbuildable == 1
+    assert drops == ["unbuildable"]  # what Metrics.audit_drop counts when passed as on_drop
