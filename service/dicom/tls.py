@@ -1,7 +1,8 @@
 """DICOM TLS (PS3.15 Annex B, BCP 195 profiles): the listener's and the SCU's secure transport.
 
 A TLS association passes three gates, each refusing with its own ``TlsRefusal`` code that the
-listener stores in ``dicom_association_attempts.reason`` and the SCU raises as ``TlsRefused``:
+listener stores in ``dicom_association_attempts.reason`` and the SCU raises as ``TlsRefused``
+(the SCU side is ``service.dicom.tls_scu``):
 
 1. the handshake, done in the connection's own thread under ``handshake_timeout``. pynetdicom
    does it on the accept thread, where one peer that connects and sends nothing stops every
@@ -11,11 +12,15 @@ listener stores in ``dicom_association_attempts.reason`` and the SCU raises as `
 3. per association, once the A-ASSOCIATE-RQ has named the calling AE and before anything is
    accepted (``TlsGuard.check`` in the EVT_REQUESTED handler): that node's ``NodeTls`` policy.
 
-``NodeTls`` is what a PACS node or an allow-list entry will carry (Alembic 0011 adds the
-columns ``tls_mode``, ``tls_pin_sha256``, ``tls_pin_name``, ``tls_allow_plain``). Pinning binds
-a certificate to one AE title: by SHA-256 fingerprint, or by a name that must be the
-certificate's subject CN or one of its DNS/URI SubjectAltNames; ``mtls-required`` without an
-explicit pin pins the name to the node's AE title. The SCU never falls back to plain DICOM.
+``NodeTls`` is what a PACS node or an allow-list entry will carry. A later revision on the
+dicom branch adds to both ``dicom_pacs_nodes`` and ``dicom_allowed_callers``: ``tls_mode``
+String(16) NOT NULL default 'off' (CHECK in off, tls, mtls-required), ``tls_pin_sha256``
+String(64) NULL (lower-case hex), ``tls_pin_name`` String(64) NULL, ``tls_allow_plain`` Boolean
+NOT NULL default false; ``dicom_association_attempts.reason`` (String(64)) already holds every
+refusal code. Pinning binds a certificate to one AE title: by SHA-256 fingerprint, or by a name
+that must be the certificate's subject CN or one of its DNS/URI SubjectAltNames;
+``mtls-required`` without an explicit pin pins the name to the node's AE title. The SCU never
+falls back to plain DICOM (``allow_plain`` is for incoming associations only).
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ from service.core.errors import ConfigurationError
 from service.core.tls import (
     ClientCert,
     TlsConfigError,
-    client_context,
     normalise_fingerprint,
     server_context,
     sha256_fingerprint,
@@ -181,7 +185,7 @@ _REASONS = {  # OpenSSL reason names, as ssl.SSLError.reason gives them (ours, o
 
 def classify(exc: BaseException) -> TlsRefusal:
     """Map a handshake exception to its refusal code."""
-    if isinstance(exc, _PeerRefused):
+    if isinstance(exc, PeerRefused):
         return exc.refusal
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _VERIFY_CODES.get(exc.verify_code, TlsRefusal.bad_certificate)
@@ -192,7 +196,7 @@ def classify(exc: BaseException) -> TlsRefusal:
     return TlsRefusal.handshake_failed
 
 
-class _PeerRefused(ssl.SSLError):
+class PeerRefused(ssl.SSLError):
     """Raised from inside the handshake when our own check (a pin) refuses the peer."""
 
     def __init__(self, refusal: TlsRefusal) -> None:
@@ -275,7 +279,7 @@ class TlsAssociationServer(ThreadedAssociationServer):
                 raw.close()
                 return None
             if first[0] != TLS_RECORD_HANDSHAKE:
-                raise _PeerRefused(TlsRefusal.plain_on_tls_port)
+                raise PeerRefused(TlsRefusal.plain_on_tls_port)
             assert self.ssl_context is not None  # checked in __init__
             sock = self.ssl_context.wrap_socket(raw, server_side=True,
                                                 do_handshake_on_connect=False)
@@ -342,80 +346,3 @@ class TlsGuard:
                                                TlsRefusal.pin_mismatch) else 0x01
         assoc.acse.send_reject(0x01, 0x01, ae_reason)
         assoc.kill()
-
-
-# --- the SCU side -----------------------------------------------------------------------------
-
-class _CheckedSocket(ssl.SSLSocket):
-    """Runs the node's pin check inside the handshake, so a refused node never receives an
-    A-ASSOCIATE-RQ; the reason is left on the (per-association) context."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        ctx: _ScuContext = self.context  # type: ignore[assignment]
-        try:
-            super().do_handshake(block)
-            der = self.getpeercert(binary_form=True)
-            cert = PeerCertificate.from_der(der) if der else None
-            reason = check_peer(ctx.policy, ae_title=ctx.ae_title, tls=True, cert=cert)
-            if reason is not None:
-                raise _PeerRefused(reason)
-        except (OSError, ValueError) as exc:
-            ctx.refusal = classify(exc)
-            raise
-
-    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        """Under TLS 1.3 our handshake ends before the server has checked our certificate;
-        its refusal (an alert) arrives on the first read, and is classified there."""
-        try:
-            return super().recv(buflen, flags)
-        except ssl.SSLError as exc:
-            ctx: _ScuContext = self.context  # type: ignore[assignment]
-            if ctx.refusal is None:
-                ctx.refusal = classify(exc)
-            raise
-
-
-class _ScuContext(ssl.SSLContext):
-    sslsocket_class = _CheckedSocket
-    policy: NodeTls
-    ae_title: str
-    refusal: TlsRefusal | None
-
-
-@dataclass
-class ScuTls:
-    """One association's TLS for the SCU: pass ``tls_args`` to ``AE.associate``; when the
-    association is not established, ``raise_if_refused`` says why (``TlsRefused``)."""
-
-    context: _ScuContext
-    server_hostname: str
-    node: str
-
-    @property
-    def tls_args(self) -> tuple[ssl.SSLContext, str]:
-        return self.context, self.server_hostname
-
-    @property
-    def refusal(self) -> TlsRefusal | None:
-        return self.context.refusal
-
-    def raise_if_refused(self) -> None:
-        if self.context.refusal is not None:
-            raise TlsRefused(self.context.refusal, self.node)
-
-
-def scu_tls(files: DicomTlsFiles | None, policy: NodeTls, *, node: str, ae_title: str,
-            host: str) -> ScuTls | None:
-    """TLS for one association to a node, or None when its policy is ``off``. The server must
-    present a certificate valid for ``host`` under our CA bundle, and match the node's pins;
-    with ``mtls-required`` we present our own certificate."""
-    if policy.mode is TlsMode.off:
-        return None
-    if files is None:
-        raise TlsConfigError(f"node {node} needs TLS but DICOM TLS is not configured")
-    mutual = policy.mode is TlsMode.mtls
-    ctx = client_context(files.ca, files.cert if mutual else None, files.key if mutual else None,
-                         context_class=_ScuContext)
-    assert isinstance(ctx, _ScuContext)
-    ctx.policy, ctx.ae_title, ctx.refusal = policy, ae_title, None
-    return ScuTls(ctx, host, node)

@@ -18,15 +18,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from service.dicom.tls import (
-    DicomTlsFiles,
-    NodeTls,
-    ScuTls,
-    TlsMode,
-    TlsRefusal,
-    TlsRefused,
-    scu_tls,
-)
+from service.dicom.tls import DicomTlsFiles, NodeTls, TlsMode, TlsRefusal, TlsRefused
+from service.dicom.tls_scu import ScuTls, scu_tls
 from tests.peers.certs import Leaf, TestPki
 from tests.peers.net import free_port, stop_process, wait_port
 from tests.peers.orthanc import orthanc_server
