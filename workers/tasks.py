@@ -368,4 +368,8 @@ def run_sweep(settings: Settings, *, startup: bool = False) -> dict[str, int]:
               "instances": len(res.instances) + len(linked), "completed": len(res.completed)}
     if any(counts.values()):
         log.info("sweep re-enqueued %s", counts)
+    from service.jobs.heartbeat import record_sweep
+
+    with session_scope(settings.db_url) as s:  # the admin page's "last sweep"
+        record_sweep(s, node, counts)
     return counts

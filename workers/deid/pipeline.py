@@ -112,6 +112,7 @@ def process_instance(
     on_commit: OnCommit | None = None,
 ) -> InstanceResult:
     """De-identify ``src`` and commit its mappings; see the module docstring for the order."""
+    from service.audit.instance_actions import record_instance_actions
     from service.audit.store import AuditStore
 
     try:
@@ -134,6 +135,7 @@ def process_instance(
     try:
         with session_scope(db_url) as session:
             AuditStore(session, keys).record_outcome(outcome, source=source, job_id=job_id)
+            record_instance_actions(session, outcome)  # what was done to each attribute
             if on_commit is not None:
                 on_commit(session, result)
     except Rejected as exc:  # e.g. a pseudonym collision found at commit: fail closed

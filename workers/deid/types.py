@@ -8,7 +8,7 @@ original identifiers in its repr (PHI in logs): ``Mapping.original`` is excluded
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 
@@ -71,6 +71,9 @@ class DeidOutcome:
     policy_name: str = ""
     policy_version: str = ""
     action_counts: dict[str, int] = field(default_factory=dict)
+    # One workers.deid.actions.ExplainRow per element: path, tag, keyword, action, rule; no
+    # values. Recorded per instance for the auditors (service.audit.instance_actions).
+    explain: list[Any] = field(default_factory=list, repr=False, compare=False)
     # Engine-private reading state (source path, pixel element offsets) that Deidentifier.write
     # needs to copy unchanged pixel bytes straight from the source file. Never printed.
     source: object | None = field(default=None, repr=False, compare=False)
