@@ -63,7 +63,8 @@ def mappings(request: Request, session: SessionDep, keys: KeysDep, _: Auditor,
                        error="A pseudonym has letters, digits, '.', '_' and '-' only.",
                        rows=[], pseudonym="")
     store = AuditStore(session, keys)
-    rows = store.mappings(p) or store.mappings(patient=p)
+    rows = store.mappings(p)  # and, for a patient pseudonym, everything recorded for her
+    rows += [m for m in store.mappings(patient=p) if m.pseudonym != p]
     return _answer(request, "audit/_mappings.html", title="Mappings", rows=rows, pseudonym=p,
                    error="")
 
