@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
-from starlette.routing import Route
 
 from service.api.deps import get_keys
 from service.core.security import Role
@@ -45,8 +44,19 @@ NAV = (
 )
 
 
+def _get_paths(request: Request) -> set[str]:
+    """Paths the app answers GET on (cached per app: routes do not change once serving)."""
+    paths: set[str] | None = getattr(request.app.state, "web_get_paths", None)
+    if paths is None:
+        from service.web.deps import web_operations
+
+        paths = {p for m, p, _ in web_operations(request.app) if m == "GET"}
+        request.app.state.web_get_paths = paths
+    return paths
+
+
 def nav_for(request: Request, role: Role) -> list[NavItem]:
-    paths = {getattr(r, "path", None) for r in request.app.routes if isinstance(r, Route)}
+    paths = _get_paths(request)
     return [n for n in NAV if role in n.roles and n.path in paths]
 
 

@@ -20,23 +20,9 @@ from service.db.models.deid_actions import DeidActionProfile, DeidInstanceAction
 from service.db.session import session_scope
 from tests.peers.mgdata import Exam, make_exam
 from tests.web.conftest import ORIGIN
-from workers.deid.engine import Deidentifier
-from workers.deid.pipeline import InstanceResult, process_instance
-from workers.deid.policy import load_policy
+from tests.web.seed import deidentify
 
 SignedIn = Callable[[Role], tuple[TestClient, str]]
-
-
-def _deidentify(settings: Settings, keys: SiteKeys, exam: Exam) -> list[InstanceResult]:
-    d = Deidentifier(load_policy("mammography-screening"), keys, project=settings.project)
-    out = []
-    for f in exam.files:
-        r = process_instance(f, deidentifier=d, db_url=settings.db_url, keys=keys,
-                             out_root=settings.output_dir, quarantine=None, source="test",
-                             job_id=None, delete_source=False)
-        assert r.status == "written"
-        out.append(r)
-    return out
 
 
 def _phi(exam: Exam) -> list[str]:
@@ -49,7 +35,7 @@ def test_pipeline_records_names_and_actions_never_values(
 ) -> None:
     keys = SiteKeys.for_settings(settings)
     exam = make_exam(tmp_path / "exam", index=1)
-    results = _deidentify(settings, keys, exam)
+    results = deidentify(settings, keys, exam)
     with session_scope(settings.db_url) as s:
         assert s.scalar(select(func.count()).select_from(DeidInstanceActions)) == 4
         profiles = list(s.scalars(select(DeidActionProfile)))
@@ -66,7 +52,7 @@ def test_pipeline_records_names_and_actions_never_values(
     assert {"removed", "replaced", "kept"} <= set(record.groups())
     assert all(r.rule for r in record.rows)
     # a re-run of the same instance replaces its record, it does not add one
-    _deidentify(settings, keys, Exam(exam.patient_id, exam.accession, exam.study_uid,
+    deidentify(settings, keys, Exam(exam.patient_id, exam.accession, exam.study_uid,
                                      exam.study_date, exam.files[:1]))
     with session_scope(settings.db_url) as s:
         assert s.scalar(select(func.count()).select_from(DeidInstanceActions)) == 4
@@ -77,7 +63,7 @@ def test_auditor_search_reveal_find_and_before_after(
 ) -> None:
     keys = SiteKeys.for_settings(settings)
     exam = make_exam(tmp_path / "exam", index=2)
-    results = _deidentify(settings, keys, exam)
+    results = deidentify(settings, keys, exam)
     patient = str(results[0].patient_pseudonym)
     c, token = signed_in(Role.auditor)
     post = {"headers": {**ORIGIN, "X-CSRF-Token": token, "HX-Request": "true"}}
