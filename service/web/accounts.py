@@ -147,3 +147,19 @@ def check_credentials(session: Session, name: str, password: str,
         user.password_hash = hasher.hash(password)
     user.last_login_at = utcnow()
     return user, ""
+
+
+DEMO_ROLES = (Role.staff, Role.admin, Role.auditor, Role.service)
+
+
+def create_demo_users(session: Session, stamp: str) -> dict[Role, tuple[str, str]]:
+    """One account per role for ``deidgate demo``, each with a freshly generated password that
+    the demo prints once; never a default one. Returns role -> (name, password)."""
+    import secrets
+
+    out: dict[Role, tuple[str, str]] = {}
+    for role in DEMO_ROLES:
+        name, password = f"demo-{role.value}-{stamp}", secrets.token_urlsafe(12)
+        create_user(session, name=name, role=role, password=password)
+        out[role] = (name, password)
+    return out

@@ -68,7 +68,8 @@ def test_auditor_search_reveal_find_and_before_after(
     c, token = signed_in(Role.auditor)
     post = {"headers": {**ORIGIN, "X-CSRF-Token": token, "HX-Request": "true"}}
     r = c.post("/audit/mappings", data={"pseudonym": patient}, **post)
-    assert r.status_code == 200 and "11 mappings" in r.text  # patient, study, accession, 4 series, 4 instances
+    # patient, study, accession, 4 series, 4 instances
+    assert r.status_code == 200 and "11 mappings" in r.text
     assert f"/audit/instances/{results[0].sop_instance_uid}" in r.text
     page = c.get(f"/audit/instances/{results[0].sop_instance_uid}")
     assert page.status_code == 200

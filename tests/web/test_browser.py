@@ -31,8 +31,16 @@ from service.db.session import session_scope
 from service.dicom import admin as dicom_admin
 from tests.peers.mgdata import Exam, make_exam
 from tests.peers.net import free_port
-from tests.web.browser import ARGS, CHROMIUM, PASSWORD, SHOTS, Checker, add_users, sign_in, \
-    ui_server
+from tests.web.browser import (
+    ARGS,
+    CHROMIUM,
+    PASSWORD,
+    SHOTS,
+    Checker,
+    add_users,
+    sign_in,
+    ui_server,
+)
 from tests.web.seed import deidentify
 
 pytestmark = pytest.mark.integration
@@ -263,6 +271,10 @@ def test_admin_adds_node_echoes_it_and_a_job_reaches_done(
         expect(pg.locator("[data-state]")).to_have_attribute("data-state", "done",
                                                             timeout=120_000)
         expect(bar).to_have_attribute("aria-valuenow", "8")
+        # the page reloaded itself once the job ended: final study table, no Cancel button
+        expect(pg.locator("tbody tr")).to_have_count(2)
+        expect(pg.get_by_role("button", name="Cancel job")).to_have_count(0)
+        expect(pg.get_by_role("button", name="Retry failed parts")).to_be_visible()
         check.page(pg, "job-done")
         polls: list[str] = []
         pg.on("request", lambda r: polls.append(r.url) if "/progress" in r.url else None)

@@ -181,8 +181,11 @@ def detail(job_id: str, request: Request, session: SessionDep, _: Coordinator) -
 @router.get("/{job_id}/progress", response_class=HTMLResponse)
 def progress_fragment(job_id: str, request: Request, session: SessionDep,
                       _: Coordinator) -> Response:
-    return page(request, "jobs/_progress.html", title="Progress",
-                p=progress(session, _job(session, job_id)))
+    p = progress(session, _job(session, job_id))
+    # A poll only comes from a page that showed the job running: once it has finished, that
+    # page reloads once, so its study table and buttons are final too (and it polls no more).
+    headers = {"HX-Refresh": "true"} if p["finished"] and is_htmx(request) else None
+    return page(request, "jobs/_progress.html", title="Progress", p=p, headers=headers)
 
 
 def _act(request: Request, session: Session, job_id: str, action: Any) -> Response:
