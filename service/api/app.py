@@ -14,6 +14,7 @@ from service.api.routes import ROUTERS
 from service.api.routes.health import app_version
 from service.api.schemas import ErrorBody
 from service.core.config import Settings
+from service.web.app import mount as mount_web
 
 API_PREFIX = "/api/v1"
 
@@ -43,4 +44,5 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    mount_web(app, settings)  # the web UI at / (service.web), outside the OpenAPI document
     return app

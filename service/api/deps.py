@@ -143,5 +143,7 @@ def api_operations(app: FastAPI) -> Iterator[tuple[str, str, frozenset[Role] | N
         dependant = getattr(route, "dependant", None)
         if dependant is None:  # Starlette's own routes: /docs, the OpenAPI document
             continue
+        if not getattr(route, "include_in_schema", True):  # the web UI (service.web)
+            continue
         for method in sorted(route.methods or ()):
             yield method, route.path, _roles(dependant)

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(
         default=None, description="prometheus multi-process folder; unset: HOME/metrics")
     log_format: Literal["text", "json"] = "text"
+    # Web UI (service.web): sessions and sign-in rate limits
+    web_session_idle_minutes: int = Field(default=30, ge=1, description="idle session expiry")
+    web_session_max_hours: int = Field(default=12, ge=1, description="absolute session expiry")
+    web_login_window_minutes: int = Field(default=15, ge=1, description="failure count window")
+    web_login_max_failures: int = Field(default=5, ge=1, description="per account per window")
+    web_login_max_failures_per_client: int = Field(
+        default=20, ge=1, description="per client address per window")
 
     @field_validator("home", mode="after")
     @classmethod

@@ -139,6 +139,7 @@ class SiteKeys:
     date: bytes = field(repr=False)
     encryption: bytes = field(repr=False)
     lookup: bytes = field(repr=False)
+    web: bytes = field(repr=False)  # web UI session cookies and CSRF tokens (service.web)
     fingerprint: str = ""
 
     @classmethod
@@ -150,6 +151,7 @@ class SiteKeys:
             date=_derive(master, "date-shift"),
             encryption=_derive(master, "audit-encryption"),
             lookup=_derive(master, "audit-lookup"),
+            web=_derive(master, "web-session"),
             fingerprint=hashlib.sha256(_derive(master, "fingerprint")).hexdigest()[:16],
         )
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from service.audit.instance_actions import record_instance_actions
 from service.audit.store import AuditStore
 from service.core.errors import Rejected, Retryable
 from service.core.fsync import fsync_dir, move_durably
@@ -131,6 +132,7 @@ def process_instance(
     try:
         with session_scope(db_url) as session:
             AuditStore(session, keys).record_outcome(outcome, source=source, job_id=job_id)
+            record_instance_actions(session, outcome)  # what was done to each attribute
             if on_commit is not None:
                 on_commit(session, result)
     except Rejected as exc:  # e.g. a pseudonym collision found at commit: fail closed
