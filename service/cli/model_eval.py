@@ -48,14 +48,14 @@ def _thresholds(pairs: list[str] | None) -> dict[str, float]:
     return out
 
 
-def _info(card: Path | None, column: str, pairs: list[str] | None, name: str | None,
+def _info(card: Path | None, column: str, extra: dict[str, float], name: str | None,
           version: str | None) -> ModelInfo:
     from workers.score.evaluate import ModelInfo, model_info_from_card
 
     info = model_info_from_card(card) if card else ModelInfo(
         name or f"score column '{column}'", version or "(version not given)")
     return ModelInfo(name or info.name, version or info.version,
-                     {**info.thresholds, **_thresholds(pairs)}, info.notice)
+                     {**info.thresholds, **extra}, info.notice)
 
 
 def _columns(table: ScoreTable, wanted: list[str] | None, most: int) -> list[str]:
@@ -97,14 +97,15 @@ def evaluate(
     from workers.score.report import evaluate_outputs
     from workers.score.table import join_on_exam, read_scores
 
+    extra = _thresholds(threshold)  # options first: a typo fails before any file is read
     try:
         table = read_scores(scores)
         if compare is not None:
             table = join_on_exam(table, read_scores(compare), ("a", "b"))
         cols = _columns(table, score_column, 2)
-        models = [(cols[0], _info(card, cols[0], threshold, model_name, model_version))]
+        models = [(cols[0], _info(card, cols[0], extra, model_name, model_version))]
         if len(cols) == 2:
-            models.append((cols[1], _info(card_b, cols[1], threshold, None, None)))
+            models.append((cols[1], _info(card_b, cols[1], extra, None, None)))
         result = run(table, models, n_boot=resamples, seed=seed, bins=bins)
         paths = evaluate_outputs(result, table, out)
     except DeidgateError as exc:
@@ -133,9 +134,9 @@ def simulate(
     arrivals: Annotated[str, typer.Option(help="csv (the arrival column), poisson or batch."
                                           )] = "poisson",
     arrival_rate: Annotated[float | None, typer.Option(
-        help="Poisson exams per open hour (default: --load x reading capacity).")] = None,
+        min=0.01, help="Poisson exams per open hour (default: --load x reading capacity).")] = None,
     load: Annotated[float, typer.Option(min=0.01, help="Arrivals / reading capacity.")] = 0.95,
-    batch_size: Annotated[int | None, typer.Option(help="Batch: exams per day.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Batch: exams per day.")] = None,
     batch_hour: Annotated[float, typer.Option(min=0, max=23.99, help="Batch: hour.")] = 16.0,
     ceiling_hours: Annotated[float, typer.Option(min=0, help="Maximum-wait ceiling.")] = 24.0,
     resamples: Resamples = 2000,
@@ -149,21 +150,25 @@ def simulate(
     from workers.score.simulate import simulate as run
     from workers.score.table import read_scores
 
+    extra = _thresholds(threshold)
+    if arrivals not in ("csv", "poisson", "batch"):
+        common.fail("--arrivals is one of csv, poisson, batch", code=2)
+    try:  # combinations the options' own ranges cannot express, e.g. a read longer than a day
+        hours = Hours(day_start, day_end, weekdays_only=not every_day)
+        capacity = Capacity(readers, reads_per_hour, hours)
+    except ValueError as exc:
+        common.fail(str(exc), code=2)
+    spec = Arrivals(arrivals, arrival_rate, load, batch_size, batch_hour, hours)
     try:
         table = read_scores(scores)
         col = _columns(table, score_column, 1)[0]
-        info = _info(card, col, threshold, None, None)
-        hours = Hours(day_start, day_end, weekdays_only=not every_day)
-        capacity = Capacity(readers, reads_per_hour, hours)
-        spec = Arrivals(arrivals, arrival_rate, load, batch_size, batch_hour, hours)
+        info = _info(card, col, extra, None, None)
         result, runs, arrival = run(table, info.thresholds, capacity, spec,
                                     ceiling_hours=ceiling_hours, n_boot=resamples, seed=seed,
                                     score=col)
         paths = simulate_outputs(result, table, runs, arrival, info.as_dict(), out)
     except DeidgateError as exc:
         common.guard(exc)
-    except ValueError as exc:  # parameter combinations the options cannot express
-        common.fail(str(exc), code=2)
     ro = result["rule_out"]
     typer.echo(f"rule-out: up to {ro['largest_share_without_missed_cancer']:.1%} of exams "
                "below a threshold with no cancer among them")
@@ -200,7 +205,7 @@ def monitor(
     try:
         table = read_scores(scores, require_label=False)
         col = _columns(table, score_column, 1)[0]
-        info = _info(card, col, None, None, None)
+        info = _info(card, col, {}, None, None)
         result = run(table, reference_weeks=reference_weeks, reference_until=until,
                      min_n=min_n, score=col)
         paths = monitor_outputs(result, table, info.as_dict(), out)

@@ -25,6 +25,7 @@ from scipy import sparse
 from scipy import stats as sps
 
 Floats = NDArray[np.float64]
+Z95 = float(sps.norm.ppf(0.975))  # 1.95996...
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ def delong_interval(scores: Floats, labels: NDArray[np.integer]) -> Interval:
     aucs, cov = delong_covariance([scores], labels)
     se = float(np.sqrt(cov[0, 0]))
     a = float(aucs[0])
-    return Interval(a, max(0.0, a - 1.959964 * se), min(1.0, a + 1.959964 * se),
+    return Interval(a, max(0.0, a - Z95 * se), min(1.0, a + Z95 * se),
                     "DeLong, exams assumed independent")
 
 
@@ -279,13 +280,13 @@ def delong_test(a: Floats, b: Floats, labels: NDArray[np.integer]) -> DeLongTest
     z = diff / se if se > 0 else (0.0 if diff == 0 else float(np.sign(diff)) * np.inf)
     p = float(2 * sps.norm.sf(abs(z)))
     return DeLongTest(float(aucs[0]), float(aucs[1]), diff, se, float(z), p,
-                      diff - 1.959964 * se, diff + 1.959964 * se)
+                      diff - Z95 * se, diff + Z95 * se)
 
 
 # --- proportions ----------------------------------------------------------------------------
 
 
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval: good coverage near 0 and 1, where the bootstrap collapses."""
     if n == 0:
         return float("nan"), float("nan")
