@@ -186,6 +186,13 @@ def monitor(weeks: list[dict[str, Any]], path: Path, notice: str | None = None) 
         a1.plot(x, [w["median"] for w in rows], "o-", color=c, markersize=3, label=v)
         a2.plot(x, [w["psi"] if w["psi"] is not None else np.nan for w in rows], "o-",
                 color=c, markersize=3, label=v)
+    ref = sorted({pos[w["week"]] for w in weeks if w["reference"]})
+    for ax in (a1, a2):  # the reference window, shaded
+        if ref:
+            ax.axvspan(ref[0] - 0.5, ref[-1] + 0.5, color="#dddddd", alpha=0.5, linewidth=0)
+    if ref:
+        a2.annotate("reference", (ref[0] - 0.4, 0), fontsize=7, color="#555555",
+                    xytext=(0, 4), textcoords="offset points")
     a2.axhline(0.1, color="#999999", linestyle=":", linewidth=1)
     a2.axhline(0.25, color="#c0392b", linestyle="--", linewidth=1, label="PSI 0.25: shift")
     a1.set(ylabel="score: median, IQR shaded")

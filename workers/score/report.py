@@ -26,8 +26,8 @@ from workers.score.table import ScoreTable
 _CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;
 max-width:62em;color:#222;line-height:1.4}h1{font-size:1.4em}h2{font-size:1.15em;
 margin-top:1.6em;border-bottom:1px solid #ccc}table{border-collapse:collapse;margin:.6em 0;
-font-size:.85em}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.notice{background:#fff3cd;
+font-size:.85em;display:block;overflow-x:auto}td,th{border:1px solid #ccc;padding:.2em .5em;
+text-align:left;vertical-align:top;white-space:nowrap}th{background:#f3f3f3}.notice{background:#fff3cd;
 border:1px solid #d39e00;padding:.5em 1em;font-weight:bold}img{max-width:100%}
 .small{font-size:.85em;color:#555}"""
 
@@ -93,6 +93,16 @@ def _page(title: str, models: list[dict[str, Any]], data: dict[str, Any], body: 
 # --- evaluate -------------------------------------------------------------------------------
 
 
+def _prop(op: dict[str, Any], which: str) -> str:
+    """A subgroup proportion: the bootstrap interval, or Wilson's (marked W) where the
+    proportion is 0 or 1 and a percentile bootstrap interval collapses to a point."""
+    est = op[which]["estimate"]
+    if est is not None and est in (0.0, 1.0):
+        lo, hi = op[f"{which}_wilson"]
+        return f"{_num(est, 2)} (W {_num(lo, 2)}-{_num(hi, 2)})"
+    return _ci(op[which], 2)
+
+
 def _model_section(m: dict[str, Any], figs: dict[str, Path]) -> str:
     name = f"{m['model']['name']} {m['model']['version']}"
     parts = [f"<h2>{escape(name)} (column '{escape(m['column'])}')</h2>",
@@ -126,13 +136,14 @@ def _model_section(m: dict[str, Any], figs: dict[str, Path]) -> str:
     else:
         parts.append(f"<p>Calibration: not applicable ({escape(cal['reason'])}).</p>")
     if m["subgroups"]:
-        parts.append("<h3>Subgroups</h3>" + _table(
+        parts.append("<h3>Subgroups</h3><p class=small>Each with its own clustered bootstrap; "
+                     "W: Wilson interval where the proportion is 0 or 1.</p>" + _table(
             ("dimension", "group", "rows", "women", "cancers", "AUC (95% CI)",
              *(f"sens. @ {o['name']}" for o in ops), *(f"spec. @ {o['name']}" for o in ops)),
             [(r["dimension"], r["group"], r["rows"], r["women"], r["cancers"],
               _ci(r["auc"]) if r["auc"] else "not estimable",
-              *(_ci(o["sensitivity"], 2) for o in r["operating_points"]),
-              *(_ci(o["specificity"], 2) for o in r["operating_points"]))
+              *(_prop(o, "sensitivity") for o in r["operating_points"]),
+              *(_prop(o, "specificity") for o in r["operating_points"]))
              for r in m["subgroups"]]))
     for key, alt in (("hist", "score histograms"), ("calibration", "reliability curve"),
                      ("subgroups", "AUC by subgroup")):
@@ -205,10 +216,11 @@ def simulate_outputs(
     card_cuts = set(ro["card_thresholds"].values())
     shown = [r for r in ro["rows"] if r["ruled_out"] > 0]
     ro_table = _table(
-        ("threshold", "ruled out", "share (95% CI)", "cancers ruled out",
+        ("threshold", "ruled out", "% of exams (95% CI)", "cancers ruled out",
          "% of cancers (exact)", "FOR per 1000 (exact)", "reads saved: removed / single-read"),
-        [(f"{r['threshold']:.4g}" + (" (card)" if r["threshold"] in card_cuts else ""),
-          r["ruled_out"], _ci(r["share"]), f"{r['cancers_ruled_out']}/{r['cancers_total']}",
+        [(f"{r['threshold']:.4g}" + (" (card)" if r["threshold"] in card_cuts else "")
+          + (" (lowest cancer)" if r["threshold"] == ro["lowest_cancer_score"] else ""),
+          r["ruled_out"], _ci(r["share"], 1, 100), f"{r['cancers_ruled_out']}/{r['cancers_total']}",
           _ci(r["share_of_cancers"], 1, 100), _ci(r["false_omission_rate"], 2, 1000),
           f"{r['reads_saved_if_removed']:.1%} / {r['reads_saved_if_single_read']:.1%}")
          for r in shown])

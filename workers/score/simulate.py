@@ -66,10 +66,10 @@ def rule_out(
     rows_w = boot.by_cluster(np.ones(len(table)))
 
     def stat(c: Floats) -> Floats:
-        n_below = c @ below_w
+        n_below = boot.total(c, below_w)
         with np.errstate(invalid="ignore", divide="ignore"):
-            fo = (c @ cancer_below_w) / n_below
-        return np.hstack([n_below / (c @ rows_w)[:, None], fo])
+            fo = boot.total(c, cancer_below_w) / n_below
+        return np.hstack([n_below / boot.total(c, rows_w)[:, None], fo])
 
     samples = boot.run(stat)
     label = stats.boot_label(boot)

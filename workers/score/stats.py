@@ -140,6 +140,14 @@ class ClusterBootstrap:
         """Per-cluster sums of per-row values ((rows,) or (rows, m))."""
         return np.asarray(self._member @ values)
 
+    @staticmethod
+    def total(counts: Floats, per_cluster: Floats) -> Floats:
+        """Resampled totals: counts (b, k) times per-cluster sums (k,) or (k, m).
+
+        einsum's own loop, not BLAS: on a shared machine a multi-threaded BLAS spin-waits and
+        was 25x slower for these small products (0.1 s vs 0.004 s for 32 x 8000 x 33)."""
+        return np.einsum("bk,k...->b...", counts, per_cluster)
+
     def run(self, statistic: Callable[[Floats], Floats]) -> Floats:
         """``statistic`` maps a (b, clusters) count matrix to (b,) or (b, m) values."""
         return np.concatenate([statistic(c) for c in self.counts()], axis=0)
@@ -344,8 +352,8 @@ def operating_points(
 
     def stat(c: Floats) -> Floats:
         with np.errstate(invalid="ignore", divide="ignore"):
-            sens = (c @ tp_w) / (c @ p_w)[:, None]
-            spec = (c @ tn_w) / (c @ n_w)[:, None]
+            sens = boot.total(c, tp_w) / boot.total(c, p_w)[:, None]
+            spec = boot.total(c, tn_w) / boot.total(c, n_w)[:, None]
         return np.hstack([sens, spec])
 
     samples = boot.run(stat) if names else np.zeros((0, 0))
