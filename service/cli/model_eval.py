@@ -174,7 +174,7 @@ def simulate(
                "below a threshold with no cancer among them")
     for p, v in result["reading_order"]["orderings"].items():
         a = v["abnormal"]
-        typer.echo(f"{p}: abnormal turnaround mean {a['mean']:.2f} h, max {a['max']:.1f} h; "
+        typer.echo(f"{p}: abnormal turnaround mean {a['mean']:.2f} h, max {a['max']:.2f} h; "
                    f"all exams max {v['all']['max']:.1f} h")
     _done(paths)
 

@@ -29,6 +29,12 @@ AGE_BANDS = ((0, 50, "<50"), (50, 60, "50-59"), (60, 70, "60-69"), (70, 200, "70
 _MIN_FOR_AUC = 1  # a subgroup AUC needs at least one cancer and one non-cancer
 
 
+class CardError(ScoresFileError):
+    """The model card given to a toolkit command cannot be used (names the key, not values)."""
+
+    code = "model-card-invalid"
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the report says about the model: from its card, or from the command line."""
@@ -67,17 +73,17 @@ def model_info_from_card(path: Path) -> ModelInfo:
     try:
         card = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ScoresFileError(f"model card {where}: cannot be read ({type(exc).__name__})"
+        raise CardError(f"model card {where}: cannot be read ({type(exc).__name__})"
                               ) from None
     if not isinstance(card, dict) or not card.get("name") or not card.get("version"):
-        raise ScoresFileError(f"model card {where}: needs 'name' and 'version'")
+        raise CardError(f"model card {where}: needs 'name' and 'version'")
     raw = card.get("thresholds", card.get("operating_thresholds", {})) or {}
     if not isinstance(raw, dict):
-        raise ScoresFileError(f"model card {where}: 'thresholds' must be a mapping")
+        raise CardError(f"model card {where}: 'thresholds' must be a mapping")
     thresholds: dict[str, float] = {}
     for key, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ScoresFileError(f"model card {where}: threshold '{key}' must be a number")
+            raise CardError(f"model card {where}: threshold '{key}' must be a number")
         thresholds[str(key)] = float(value)
     demo = bool(card.get("synthetic_demo")) or any(
         "not for clinical use" in s.lower() for s in _strings(card))

@@ -62,7 +62,10 @@ def roc(models: list[dict[str, Any]], path: Path, notice: str | None = None) -> 
 def histogram(scores: np.ndarray, labels: np.ndarray, thresholds: dict[str, float], path: Path,
               notice: str | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    bins = np.linspace(float(scores.min()), float(scores.max()), 41).tolist()
+    lo, hi = float(scores.min()), float(scores.max())
+    if hi <= lo:  # one distinct score: give the single bar a width
+        lo, hi = lo - 0.5, hi + 0.5
+    bins = np.linspace(lo, hi, 41).tolist()
     for value, name, c in ((0, "no cancer", COLOURS[0]), (1, "cancer", COLOURS[1])):
         s = scores[labels == value]
         ax.hist(s, bins=bins, density=True, histtype="stepfilled", alpha=0.35, color=c,
