@@ -191,20 +191,25 @@ def test_clustered_bootstrap_is_wider_than_naive_when_exams_are_correlated() -> 
 
 
 def test_clustered_bootstrap_covers_where_the_naive_one_does_not() -> None:
-    """Monte Carlo truth (the AUC's SD over data sets) vs each interval's implied SD."""
+    """Rows of a woman share her label and effect; every cancer/non-cancer pair is from two
+    women, so the true AUC is Phi(1 / sqrt(2 (1 + 0.5^2))). 100 data sets x 1000 resamples."""
     rng = np.random.default_rng(9)
-    aucs, width_c, width_n = [], [], []
-    for r in range(60):
+    truth = sps.norm.cdf(1.0 / np.sqrt(2 * (1.0 + 0.25)))
+    aucs, width_c, hit_c, hit_n = [], [], 0, 0
+    reps = 100
+    for r in range(reps):
         scores, labels, clusters = clustered_data(rng, 150, 4, woman_sd=1.0)
         aucs.append(stats.auc(scores, labels))
         naive = np.arange(scores.size, dtype=np.intp)
         c = stats.bootstrap_auc(scores, labels, stats.ClusterBootstrap(clusters, 1000, r), 0)
         n = stats.bootstrap_auc(scores, labels, stats.ClusterBootstrap(naive, 1000, r), 0)
         width_c.append(c.auc.high - c.auc.low)
-        width_n.append(n.auc.high - n.auc.low)
-    true_width = 2 * 1.96 * np.std(aucs, ddof=1)
-    assert np.mean(width_c) == pytest.approx(true_width, rel=0.25)
-    assert np.mean(width_n) < 0.75 * true_width
+        hit_c += c.auc.low <= truth <= c.auc.high
+        hit_n += n.auc.low <= truth <= n.auc.high
+    assert np.mean(aucs) == pytest.approx(truth, abs=0.01)
+    assert 0.88 <= hit_c / reps <= 0.99  # near 95% (binomial SD 0.022)
+    assert hit_n / reps < 0.80  # rows treated as independent: far too narrow
+    assert np.mean(width_c) == pytest.approx(2 * 1.96 * np.std(aucs, ddof=1), rel=0.2)
 
 
 def test_wilson_and_clopper_pearson_match_scipy() -> None:
