@@ -164,7 +164,7 @@ def percentile_interval(estimate: float, samples: Floats, method: str) -> Interv
 
 
 def boot_label(boot: ClusterBootstrap) -> str:
-    unit = "woman" if boot.n_clusters < boot.clusters.size else "exam (one per woman)"
+    unit = "woman" if boot.n_clusters < boot.clusters.size else "row (rows independent)"
     return f"bootstrap percentile, {boot.n_boot} resamples by {unit}, seed {boot.seed}"
 
 
