@@ -67,7 +67,7 @@ class SecurityHeaders:
 
         async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self._add(message, path)
+                self._add(message, path, scope)
             await send(message)
 
         await self.app(scope, receive, _send)
@@ -76,12 +76,12 @@ class SecurityHeaders:
                       send: Send, path: str) -> None:
         async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self._add(message, path)
+                self._add(message, path, scope)
             await send(message)
 
         await response(scope, receive, _send)
 
-    def _add(self, message: Message, path: str) -> None:
+    def _add(self, message: Message, path: str, scope: Scope) -> None:
         headers = list(message.get("headers", []))
         present = {k.lower() for k, _ in headers}
 
@@ -96,7 +96,7 @@ class SecurityHeaders:
         put("referrer-policy", "same-origin")
         put("cross-origin-opener-policy", "same-origin")
         put("permissions-policy", "camera=(), microphone=(), geolocation=()")
-        if self.production:
+        if self.production and scope.get("scheme") == "https":  # never over plain (RFC 6797)
             put("strict-transport-security", "max-age=31536000")
         if not path.startswith("/static/"):
             put("cache-control", "no-store")
