@@ -13,6 +13,7 @@ from service.api import errors, openapi
 from service.api.routes import ROUTERS
 from service.api.routes.health import app_version
 from service.core.config import Settings
+from service.web.app import mount as mount_web
 
 API_PREFIX = "/api/v1"
 
@@ -41,4 +42,5 @@ def create_app(settings: Settings) -> FastAPI:
     openapi.install(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    mount_web(app, settings)  # the web UI at / (service.web), outside the OpenAPI document
     return app

@@ -143,6 +143,8 @@ def operation_dependants(app: FastAPI) -> Iterator[tuple[str, str, Dependant]]:
         dependant = getattr(route, "dependant", None)
         if dependant is None:  # Starlette's own routes: /docs, the OpenAPI document
             continue
+        if not getattr(route, "include_in_schema", True):  # the web UI (service.web)
+            continue
         for method in sorted(route.methods or ()):
             yield method, route.path, dependant
 

@@ -193,11 +193,15 @@ class ChainStatus(BaseModel):
 
 
 class AuditEventOut(_FromRows):
-    seq: int
-    at: AwareDatetime
+    seq: int | None = Field(description="null only when the stored value is unreadable")
+    at: AwareDatetime | None = Field(description="null only when the stored value is unreadable")
     kind: str
     actor: str
-    details: dict[str, Any] = Field(description="pseudonyms, counts and codes; never PHI")
+    details: dict[str, Any] | None = Field(
+        description="pseudonyms, counts and codes; never PHI; null when unreadable")
+    unreadable: list[str] = Field(
+        default_factory=list,
+        description="columns edited past reading (the chain check reports the row as edited)")
 
 
 # --- DICOM administration (mirrors service.dicom.admin's dataclasses) ---------------------------

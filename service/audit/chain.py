@@ -24,15 +24,17 @@ import hashlib
 import hmac
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from service.audit import stored
 from service.audit.crypto import chain_key
+from service.audit.stored import StoredEvent
 from service.core.errors import ConfigurationError
 from service.core.keys import SiteKeys
 from service.db.base import as_utc, utcnow
@@ -143,9 +145,62 @@ class _Row:
     content_ok: bool
 
 
+def _content_ok(key: bytes, e: StoredEvent) -> bool:
+    """The stored hash matches the recomputed one; a row with any unreadable column is not."""
+    if e.unreadable or e.at is None or e.kind is None or e.actor is None \
+            or e.details is None or e.prev_hash is None or e.hash is None:
+        return False
+    expect = event_hash(key, at=e.at, kind=e.kind, actor=e.actor, details=e.details,
+                        prev_hash=e.prev_hash)
+    # bytes: compare_digest refuses str holding non-ASCII, which an edited hash may hold
+    return hmac.compare_digest(expect.encode(), e.hash.encode("utf-8", "surrogatepass"))
+
+
+def _rows(key: bytes, events: Iterable[StoredEvent]) -> tuple[list[_Row], list[Finding], int]:
+    """Rows in chain order, each with a seq; findings for rows no seq can be given; the count.
+
+    Streams: only the small per-row summary is kept, not the row's content. A row whose seq
+    cannot be read is placed by its links: right after the row whose hash it names as
+    predecessor, or right before the row that names its hash. NULL or unreadable hashes get a
+    placeholder that matches nothing, so the neighbours' broken links are explained by this
+    edited row instead of being blamed on them."""
+    rows: list[_Row] = []
+    placeless: list[tuple[str, str]] = []
+    count = 0
+    for i, e in enumerate(events):
+        count += 1
+        prev = e.prev_hash if e.prev_hash is not None else f"\x00unreadable-prev-{i}"
+        digest = e.hash if e.hash is not None else f"\x00unreadable-hash-{i}"
+        if e.seq is None:
+            placeless.append((prev, digest))
+        else:
+            rows.append(_Row(e.seq, prev, digest, _content_ok(key, e)))
+    findings: list[Finding] = []
+    by_hash = {r.hash: r.seq for r in rows}
+    by_prev = {r.prev: r.seq for r in rows}
+    taken = {r.seq for r in rows}
+    for prev, digest in placeless:
+        seq = 1 if prev == GENESIS_HASH else None
+        if seq is None and prev in by_hash:
+            seq = by_hash[prev] + 1
+        if seq is None and digest in by_prev:
+            seq = by_prev[digest] - 1
+        if seq is None or seq in taken:
+            findings.append(Finding(0, "edited", "a row's seq is unreadable and its links do "
+                                    "not place it"))
+            continue
+        taken.add(seq)
+        rows.append(_Row(seq, prev, digest, False))
+    rows.sort(key=lambda r: r.seq)
+    return rows, findings, count
+
+
 def verify(session: Session, keys: SiteKeys, *, anchors: Sequence[tuple[int, str]] = (),
            batch: int = 5000) -> ChainReport:
     """Recompute every hash and check every link; classify each anomaly by row.
+
+    Every column is read as stored text (service.audit.stored): a row holding junk or NULL
+    anywhere is reported as edited, by seq, and never stops the check.
 
     ``anchors``: (seq, hash) pairs recorded outside the database earlier (from a previous
     report's head). Someone with write access and the patience to drop the newest events *and*
@@ -153,19 +208,17 @@ def verify(session: Session, keys: SiteKeys, *, anchors: Sequence[tuple[int, str
     an earlier head shows it.
     """
     key = chain_key(keys)
-    rows: list[_Row] = []
-    stmt = select(AuditEvent.seq, AuditEvent.at, AuditEvent.kind, AuditEvent.actor,
-                  AuditEvent.details, AuditEvent.prev_hash, AuditEvent.hash).order_by(
-                      AuditEvent.seq).execution_options(yield_per=batch)
-    for seq, at, kind, actor, details, prev, digest in session.execute(stmt):
-        expect = event_hash(key, at=at, kind=kind, actor=actor, details=details, prev_hash=prev)
-        rows.append(_Row(seq, prev, digest, hmac.compare_digest(expect, digest)))
-    # columns, not session.get: the identity map could hold a head older than our own appends
-    head = session.execute(select(AuditChainHead.seq, AuditChainHead.hash)
-                           .where(AuditChainHead.id == 1)).one_or_none()
-    report = ChainReport(events=len(rows), head_seq=int(head[0]) if head else 0,
-                         head_hash=str(head[1]) if head else GENESIS_HASH)
-    report.findings.extend(_classify(rows, (int(head[0]), str(head[1])) if head else None))
+    rows, findings, count = _rows(key, stored.read_events(session, batch=batch))
+    head = stored.read_head(session)
+    report = ChainReport(events=count)
+    if head is not None and head.seq is not None and head.hash is not None:
+        report.head_seq, report.head_hash = head.seq, head.hash
+        report.findings.extend(_classify(rows, (head.seq, head.hash)))
+    else:
+        report.findings.extend(f for f in _classify(rows, None) if f.problem != "head")
+        report.findings.append(Finding(0, "head", "the chain head row is missing" if head is None
+                                       else "the chain head row is unreadable"))
+    report.findings.extend(findings)
     by_seq = {r.seq: r.hash for r in rows}
     for seq, digest in anchors:
         if by_seq.get(seq) != digest.lower():

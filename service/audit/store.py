@@ -7,14 +7,13 @@ before any original is decrypted, so no caller can see an identity without leavi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Insert, select
 from sqlalchemy.orm import Session
 
-from service.audit import chain
+from service.audit import chain, stored
 from service.audit.crypto import (
     NAMESPACES,
     decrypt_original,
@@ -26,7 +25,7 @@ from service.audit.types import MAPPING_KINDS, EventView, MappingInfo, RecordedO
 from service.core.errors import DeidgateError, PolicyRefused
 from service.core.keys import SiteKeys
 from service.db.base import as_utc, utcnow
-from service.db.models.audit import AuditEvent, AuditMapping
+from service.db.models.audit import AuditMapping
 
 _KIND_ORDER: dict[str, int] = {k: i for i, k in enumerate(MAPPING_KINDS)}
 
@@ -42,6 +41,14 @@ class LookupRefused(DeidgateError):
     """A re-identification request without a reason or operator is refused."""
 
     code = "lookup-refused"
+
+
+def _event_view(e: stored.StoredEvent) -> EventView:
+    details = stored.parse_details(e.details)
+    shown = ("seq", "at", "kind", "actor", "details")
+    unreadable = tuple(c for c in shown if c in e.unreadable
+                       or (c == "details" and details is None))
+    return EventView(e.seq, e.at, e.kind or "", e.actor or "", details, unreadable)
 
 
 class AuditStore:
@@ -213,16 +220,11 @@ class AuditStore:
                 for m in self.session.scalars(stmt)]
 
     def events(self, kind: str | None = None, *, limit: int | None = None) -> list[EventView]:
-        """Newest last; ``limit`` keeps the newest ``limit`` events."""
-        stmt = select(AuditEvent).order_by(AuditEvent.seq.desc())
-        if kind is not None:
-            stmt = stmt.where(AuditEvent.kind == kind)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        rows = list(self.session.scalars(stmt))
+        """Newest last; ``limit`` keeps the newest ``limit`` events. Columns are read as stored
+        text (service.audit.stored), so an edited row is flagged, never a crash."""
+        rows = list(stored.read_events(self.session, kind=kind, limit=limit, newest_first=True))
         rows.reverse()
-        return [EventView(e.seq, as_utc(e.at), e.kind, e.actor, json.loads(e.details))
-                for e in rows]
+        return [_event_view(e) for e in rows]
 
     def reidentifications(self) -> list[EventView]:
         """Who re-identified whom (the pseudonym) and why."""

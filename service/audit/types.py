@@ -84,10 +84,15 @@ class MappingInfo:
 
 @dataclass(frozen=True)
 class EventView:
-    """One audit event as read back (details hold pseudonyms, counts and codes, never PHI)."""
+    """One audit event as read back (details hold pseudonyms, counts and codes, never PHI).
 
-    seq: int
-    at: datetime
+    A row someone edited past reading (junk or NULL in a column, found after the append-only
+    triggers were dropped) is still listed: the columns that could not be read are None (or "")
+    and named in ``unreadable``; ``audit verify`` names it as edited."""
+
+    seq: int | None
+    at: datetime | None
     kind: str
     actor: str
-    details: dict[str, Any]
+    details: dict[str, Any] | None
+    unreadable: tuple[str, ...] = ()

@@ -17,6 +17,7 @@ import typer
 
 from service.cli.common import exit_for, fail, state
 from service.core.errors import DeidgateError
+from service.core.fsync import fsync_dir
 
 audit_app = typer.Typer(help="Audit log and pseudonym mappings.", no_args_is_help=True)
 
@@ -94,6 +95,7 @@ def export_mapping(
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, out)
+        fsync_dir(out.parent)  # the rename is in the folder: durable only once it is fsynced
     except DeidgateError as exc:
         tmp.unlink(missing_ok=True)
         exit_for(exc)
@@ -141,12 +143,19 @@ def events(
     with session_scope(st.db_url()) as session:
         rows = AuditStore(session, st.keys()).events(kind, limit=limit)
     for e in rows:
+        at = e.at.isoformat() if e.at is not None else None
         if as_json:
-            typer.echo(json.dumps({"seq": e.seq, "at": e.at.isoformat(), "kind": e.kind,
-                                   "actor": e.actor, "details": e.details}, sort_keys=True))
-        else:
-            typer.echo(f"{e.seq}\t{e.at.isoformat(timespec='seconds')}\t{e.kind}\t{e.actor}\t"
-                       f"{json.dumps(e.details, sort_keys=True)}")
+            typer.echo(json.dumps({"seq": e.seq, "at": at, "kind": e.kind, "actor": e.actor,
+                                   "details": e.details, "unreadable": list(e.unreadable)},
+                                  sort_keys=True))
+            continue
+        line = (f"{e.seq if e.seq is not None else '?'}\t"
+                f"{e.at.isoformat(timespec='seconds') if e.at is not None else '?'}\t"
+                f"{e.kind}\t{e.actor}\t"
+                f"{json.dumps(e.details, sort_keys=True) if e.details is not None else '?'}")
+        if e.unreadable:  # edited past reading: `audit verify` names it
+            line += f"\tUNREADABLE({','.join(e.unreadable)})"
+        typer.echo(line)
 
 
 @audit_app.command("mappings")

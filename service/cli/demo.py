@@ -90,6 +90,11 @@ def demo(
             stamp = time.strftime("%Y%m%d-%H%M%S")
             admin_tok = create_token(s, role="admin", name=f"demo-admin-{stamp}").token
             staff_tok = create_token(s, role="staff", name=f"demo-staff-{stamp}").token
+            from service.web.accounts import create_demo_users
+
+            web_users = create_demo_users(s, stamp.replace("-", ""))
+        # the demo serves plain http on this machine: browsers drop Secure cookies there
+        settings.environment = "development"
         (settings.home / "logs").mkdir(exist_ok=True)
         worker_log = (settings.home / "logs" / "worker.log").open("ab")
         emb = start_embedded(settings, db_url, log_file=worker_log)
@@ -113,6 +118,9 @@ def demo(
             typer.echo(f"staff token  {staff_tok}")
             typer.echo(f"try          curl -H 'Authorization: Bearer {staff_tok}' "
                        f"{url}/api/v1/jobs/{view.id}")
+            typer.echo(f"web UI       {url}/   sign in (passwords shown only this once):")
+            for role, (name, password) in web_users.items():
+                typer.echo(f"  {role.value:<8}   user {name}   password {password}")
             typer.echo(f"output       {settings.output_dir}")
             typer.echo(f"worker log   {settings.home / 'logs' / 'worker.log'}")
             if v.state != JobState.DONE:

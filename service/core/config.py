@@ -59,6 +59,39 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
 
+    # Security and operations (issue 11): TLS, HTTPS, ATNA audit export, metrics, logs
+    dicom_tls_cert: Path | None = Field(default=None, description="PEM certificate (DICOM TLS)")
+    dicom_tls_key: Path | None = Field(default=None, description="its private key, mode 0600")
+    dicom_tls_ca: Path | None = Field(
+        default=None, description="PEM bundle of CAs or node certificates trusted for peers")
+    dicom_tls_port: int | None = Field(
+        default=None, description="TLS listener port (DICOM's is 2762); unset: no TLS listener")
+    dicom_tls_handshake_timeout_s: float = Field(default=10.0, gt=0)
+    https_cert: Path | None = Field(default=None, description="PEM certificate for the API/UI")
+    https_key: Path | None = Field(default=None, description="its private key, mode 0600")
+    hsts_max_age_s: int = Field(default=31_536_000, ge=0)
+    audit_syslog_host: str | None = Field(
+        default=None, description="ATNA audit repository (syslog); unset: no export")
+    audit_syslog_port: int | None = Field(
+        default=None, description="unset: 514 (udp), 601 (tcp), 6514 (tls)")
+    audit_syslog_transport: Literal["udp", "tcp", "tls"] = "tls"
+    audit_syslog_ca: Path | None = Field(default=None, description="CA bundle for syslog TLS")
+    audit_syslog_cert: Path | None = Field(default=None, description="client cert, syslog TLS")
+    audit_syslog_key: Path | None = Field(default=None, description="its private key, 0600")
+    audit_syslog_queue: int = Field(default=10_000, ge=1, description="messages held; then drop")
+    audit_source_id: str = Field(default="", description="ATNA AuditSourceID; '' = ae_title")
+    audit_enterprise_site_id: str = ""
+    metrics_dir: Path | None = Field(
+        default=None, description="prometheus multi-process folder; unset: HOME/metrics")
+    log_format: Literal["text", "json"] = "text"
+    # Web UI (service.web): sessions and sign-in rate limits
+    web_session_idle_minutes: int = Field(default=30, ge=1, description="idle session expiry")
+    web_session_max_hours: int = Field(default=12, ge=1, description="absolute session expiry")
+    web_login_window_minutes: int = Field(default=15, ge=1, description="failure count window")
+    web_login_max_failures: int = Field(default=5, ge=1, description="per account per window")
+    web_login_max_failures_per_client: int = Field(
+        default=20, ge=1, description="per client address per window")
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, v: Path) -> Path:

@@ -17,6 +17,7 @@ import hmac
 import os
 import secrets
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,12 +47,26 @@ def _check(raw: bytes, origin: str) -> bytes:
     return raw
 
 
+# A key file created by another process but not written yet is empty for a moment (only where
+# the link-based creation below is unavailable); a reader waits this long for its content.
+_EMPTY_WAIT_S = 2.0
+
+
 def read_key_file(path: Path) -> bytes:
-    """Read a key file: hex text (64+ hex digits) or raw bytes."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SiteKeyError(f"site key file {path} does not exist") from None
+    """Read a key file: hex text (64+ hex digits) or raw bytes.
+
+    An empty file younger than a few seconds is another process's key still being written:
+    wait for it rather than refuse it as too short."""
+    deadline = time.monotonic() + _EMPTY_WAIT_S
+    while True:
+        try:
+            data = path.read_bytes()
+            young = time.time() - path.stat().st_mtime < 10 * _EMPTY_WAIT_S
+        except FileNotFoundError:
+            raise SiteKeyError(f"site key file {path} does not exist") from None
+        if data or not young or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
     text = data.strip()
     try:
         raw = bytes.fromhex(text.decode("ascii"))
@@ -61,29 +76,52 @@ def read_key_file(path: Path) -> bytes:
 
 
 def create_key_file(path: Path) -> bytes:
-    """Generate a fresh key, written atomically with 0600 permissions (never world-readable)."""
+    """Generate a fresh key with 0600 permissions (never world-readable), race-free.
+
+    Several processes of one machine (listener, API, workers) may start at once on a data folder
+    that has no key yet; all of them must end up with the same key. The key is written and
+    fsynced under a temporary name of its own (O_EXCL), then hard-linked to ``path``: the link
+    appears with its full content or not at all, and fails for every process but the first, which
+    then reads the winner's key. Where the filesystem has no hard links, the key is created in
+    place with O_EXCL and readers wait for its content (``read_key_file``)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     raw = secrets.token_bytes(KEY_BYTES)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    _write_new(tmp, raw)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:  # another process won: its key is the site key
+        return read_key_file(path)
+    except OSError:  # no hard links here (some network filesystems)
+        try:
+            _write_new(path, raw)
+        except FileExistsError:
+            return read_key_file(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)  # losing the key's name after a crash would lose every mapping
+    return raw
+
+
+def _write_new(path: Path, raw: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, raw.hex().encode("ascii") + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
-    fsync_dir(path.parent)  # losing the key's name after a crash would lose every mapping
-    return raw
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)  # whatever the umask
 
 
 def load_or_create(path: Path, *, create: bool = True) -> bytes:
-    if path.exists():
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SiteKeyError(f"site key file {path} is readable by others; chmod 600 it")
-        return read_key_file(path)
-    if not create:
-        raise SiteKeyError(f"site key file {path} does not exist")
-    return create_key_file(path)
+    if not path.exists():
+        if not create:
+            raise SiteKeyError(f"site key file {path} does not exist")
+        return create_key_file(path)
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SiteKeyError(f"site key file {path} is readable by others; chmod 600 it")
+    return read_key_file(path)
 
 
 def _derive(master: bytes, purpose: str) -> bytes:
@@ -101,6 +139,7 @@ class SiteKeys:
     date: bytes = field(repr=False)
     encryption: bytes = field(repr=False)
     lookup: bytes = field(repr=False)
+    web: bytes = field(repr=False)  # web UI session cookies and CSRF tokens (service.web)
     fingerprint: str = ""
 
     @classmethod
@@ -112,6 +151,7 @@ class SiteKeys:
             date=_derive(master, "date-shift"),
             encryption=_derive(master, "audit-encryption"),
             lookup=_derive(master, "audit-lookup"),
+            web=_derive(master, "web-session"),
             fingerprint=hashlib.sha256(_derive(master, "fingerprint")).hexdigest()[:16],
         )
 

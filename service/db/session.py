@@ -1,7 +1,12 @@
 """Engine and session factory: one engine per process per URL, built when asked, not at import.
 
 SQLite (the embedded default) gets WAL, a busy timeout and foreign keys, so the listener, API
-and workers of one machine can share the file.
+and workers of one machine can share the file, and ``synchronous=FULL``: this database holds
+the pseudonym mappings, and the pipeline deletes the identified spool copy right after the
+mapping commit returns. In WAL mode ``synchronous=NORMAL`` does not fsync the WAL at commit,
+so a power cut can roll back the last commits: the mapping (and "instance done") would be gone
+while the identified copy already is, and the de-identified output would point at a mapping
+nobody can look up. FULL fsyncs the WAL at every commit, so a commit that returned survives.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ def get_engine(url: str) -> Engine:
         def _sqlite_pragmas(dbapi_conn: Any, _rec: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA synchronous=FULL")  # durable commits: see the module docstring
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()

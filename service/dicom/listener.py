@@ -25,6 +25,7 @@ from service.core.keys import SiteKeys
 from service.db.models.dicom import AssociationAttempt
 from service.db.session import get_sessionmaker, session_scope
 from service.dicom import admin, pynetdicom_patch
+from service.dicom.orphans import recover_orphans
 from service.dicom.receive_stream import StreamWriter
 from service.dicom.sopclasses import STORAGE, TRANSFER_SYNTAXES, VERIFICATION
 from service.dicom.spool import Spool
@@ -182,6 +183,8 @@ class Listener(Serving):
             return self
         if sweep:
             self.sink.spool.sweep_partials()
+            recover_orphans(self.sink.spool, db_url=self.db_url, keys=self.sink.keys,
+                            on_stored=self.sink.on_stored)  # a crash's files, before accepting
         ae = self._make_ae()
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
@@ -264,4 +267,5 @@ def config_from_settings(settings: Settings, *, db_url: str,
     for k, v in overrides.items():
         setattr(conf, k, v)
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
-    return conf, Spool(settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20)
+    return conf, Spool(settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20,
+                       quarantine=settings.quarantine_dir)

@@ -2,8 +2,9 @@
 
 A file appears under its final name only after all of its bytes are on disk (temp file in the same
 folder, fsync, atomic rename, fsync of the folder), so an association aborted mid-transfer or a
-crash leaves at most a ``.part`` file that nothing reads and ``sweep_partials`` removes. Names are
-random: never derived from patient data.
+crash leaves at most a ``.part`` file that nothing reads and ``sweep_partials`` removes, or (a crash
+between the rename and the caller's insert) a final-named file without a row, which start-up
+recovery registers (service.dicom.orphans). Names are random: never derived from patient data.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ class SpoolFull(Exception):
 
 
 class Spool:
-    def __init__(self, root: Path, *, free_floor_bytes: int = 0) -> None:
+    """``quarantine``: where start-up recovery puts spool files it cannot register (see
+    service.dicom.orphans); None keeps them in place."""
+
+    def __init__(self, root: Path, *, free_floor_bytes: int = 0,
+                 quarantine: Path | None = None) -> None:
         self.root = Path(root)
         self.free_floor_bytes = free_floor_bytes
+        self.quarantine = Path(quarantine) if quarantine is not None else None
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def free_bytes(self) -> int:

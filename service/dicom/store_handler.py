@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -119,7 +120,8 @@ class StoreSink:
             with self._sessions() as s, s.begin():
                 s.add(row)
         except IntegrityError:  # the same instance arrived on another association meanwhile
-            self.spool.discard(path)
+            if not self._row_names(sop_key, path):  # (or start-up recovery registered this file)
+                self.spool.discard(path)
             return SUCCESS
         except SQLAlchemyError:
             self.spool.discard(path)
@@ -131,6 +133,11 @@ class StoreSink:
             except Exception:  # durable and recorded as "received": a sweep re-queues it
                 log.exception("on_stored hook failed for instance %d", row.id)
         return SUCCESS
+
+    def _row_names(self, sop_key: str, path: Path) -> bool:
+        with self._sessions() as s:
+            return s.scalar(select(ReceivedInstance.spool_path).where(
+                ReceivedInstance.sop_key == sop_key)) == str(path)
 
     def _known(self, sop_key: str) -> bool:
         with self._sessions() as s:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, func, select
 from sqlalchemy.orm import Session
 
 from service.audit.store import AuditStore
@@ -127,16 +127,31 @@ def _load(session: Session, job_id: str) -> Job:
     return job
 
 
+# The states each operation moves a job from. The move is one conditional UPDATE whose WHERE
+# names them, and its rowcount decides: a read followed by a write would let a job that
+# finished (or was retried by someone else) in between be overwritten.
+CANCELLABLE = tuple(s for s in JobState if s not in TERMINAL_JOB_STATES)  # every active one
+RETRYABLE = TERMINAL_JOB_STATES  # failed, cancelled, done
+
+
+def _moved(session: Session, stmt: Any) -> int:
+    """Rows a conditional UPDATE changed (RETURNING-free, so the same on both dialects)."""
+    result: CursorResult[Any] = session.execute(stmt)  # type: ignore[assignment]
+    return int(result.rowcount)
+
+
 def cancel_job(
     session: Session, job_id: str, *, actor: str, keys: SiteKeys | None = None
 ) -> JobView:
     """Stop resolving and retrieving. Instances already received are still de-identified, so no
     identified copy is left behind in the spool."""
-    job = _load(session, job_id)
-    if job.state in TERMINAL_JOB_STATES:
-        raise InvalidJobRequest(f"job {job_id} is already {job.state}")
-    session.execute(conditional_update(Job).where(Job.id == job_id).values(
+    moved = _moved(session, conditional_update(Job).where(
+        Job.id == job_id, Job.state.in_(CANCELLABLE)).values(
         state=JobState.CANCELLED, reason=f"cancelled by {actor}", finished_at=utcnow()))
+    if moved != 1:
+        session.rollback()
+        job = _load(session, job_id)
+        raise InvalidJobRequest(f"job {job_id} is already {job.state}")
     session.execute(conditional_update(JobStudy).where(
         JobStudy.job_id == job_id,
         JobStudy.state.in_((StudyState.PENDING, StudyState.RETRIEVING)),
@@ -152,30 +167,39 @@ def retry_job(
     keys: SiteKeys | None = None,
 ) -> JobView:
     """Re-run the failed parts: failed studies are retrieved again, dead-lettered and failed
-    instances de-identified again; a job that failed before resolving is resolved again."""
+    instances de-identified again; a job that failed before resolving is resolved again.
+
+    The job row moves first, only from the state read (compare and set), so of two retries at
+    once exactly one proceeds; studies and instances then move only from their failed states,
+    and only those that moved are enqueued."""
     job = _load(session, job_id)
-    if job.state not in TERMINAL_JOB_STATES:
-        raise InvalidJobRequest(f"job {job_id} is {job.state}; only finished jobs can be retried")
+    seen = job.state
+    if seen not in RETRYABLE:
+        raise InvalidJobRequest(f"job {job_id} is {seen}; only finished jobs can be retried")
     n_studies = session.scalar(select(func.count()).select_from(JobStudy)
                                .where(JobStudy.job_id == job_id)) or 0
-    redo_studies = list(session.scalars(select(JobStudy.id).where(
-        JobStudy.job_id == job_id,
-        JobStudy.state.in_((StudyState.FAILED, StudyState.CANCELLED)))))
-    redo_inst = list(session.scalars(select(JobInstance.id).where(
-        JobInstance.job_id == job_id,
-        JobInstance.state.in_((InstanceState.FAILED, InstanceState.DEAD_LETTERED)))))
-    if n_studies and not redo_studies and not redo_inst and job.state == JobState.DONE:
-        raise InvalidJobRequest(f"job {job_id} has nothing to retry")
     new_state = JobState.QUEUED if n_studies == 0 else JobState.RETRIEVING
-    session.execute(conditional_update(Job).where(Job.id == job_id).values(
-        state=new_state, reason=None, finished_at=None, attempts=Job.attempts + 1))
-    if redo_studies:
-        session.execute(conditional_update(JobStudy).where(JobStudy.id.in_(redo_studies)).values(
-            state=StudyState.PENDING, reason=None, retrieved=False, attempts=0))
-    if redo_inst:
-        session.execute(conditional_update(JobInstance).where(JobInstance.id.in_(redo_inst))
-                        .values(state=InstanceState.PENDING, reason=None, attempts=0,
-                                claimed_at=None))
+    moved = _moved(session, conditional_update(Job).where(Job.id == job_id, Job.state == seen)
+                   .values(state=new_state, reason=None, finished_at=None,
+                           attempts=Job.attempts + 1))
+    if moved != 1:  # moved by someone else since the read
+        session.rollback()
+        now = _load(session, job_id).state
+        raise InvalidJobRequest(f"job {job_id} is {now} (it was {seen} a moment ago); "
+                                "only finished jobs can be retried")
+    redo_studies = list(session.scalars(conditional_update(JobStudy).where(
+        JobStudy.job_id == job_id,
+        JobStudy.state.in_((StudyState.FAILED, StudyState.CANCELLED)),
+    ).values(state=StudyState.PENDING, reason=None, retrieved=False, attempts=0)
+        .returning(JobStudy.id)))
+    redo_inst = list(session.scalars(conditional_update(JobInstance).where(
+        JobInstance.job_id == job_id,
+        JobInstance.state.in_((InstanceState.FAILED, InstanceState.DEAD_LETTERED)),
+    ).values(state=InstanceState.PENDING, reason=None, attempts=0, claimed_at=None)
+        .returning(JobInstance.id)))
+    if n_studies and not redo_studies and not redo_inst and seen == JobState.DONE:
+        session.rollback()
+        raise InvalidJobRequest(f"job {job_id} has nothing to retry")
     session.execute(conditional_update(DeadLetter)
                     .where(DeadLetter.job_id == job_id, DeadLetter.state == DeadLetterState.DEAD)
                     .values(state=DeadLetterState.RETRIED, retried_at=utcnow()))
@@ -208,11 +232,16 @@ def retry_dead_letter(
     dl = session.get(DeadLetter, dead_letter_id)
     if dl is None:
         raise JobNotFound(f"no dead-lettered task with id {dead_letter_id}")
-    if dl.state != DeadLetterState.DEAD:
+    # dead -> retried as one conditional UPDATE first: of two operators at once, one revives
+    moved = _moved(session, conditional_update(DeadLetter).where(
+        DeadLetter.id == dead_letter_id, DeadLetter.state == DeadLetterState.DEAD
+    ).values(state=DeadLetterState.RETRIED, retried_at=utcnow()))
+    if moved != 1:
+        session.rollback()
         raise InvalidJobRequest(f"dead-lettered task {dead_letter_id} was already retried")
     revive(session, dl)
-    dl.state, dl.retried_at = DeadLetterState.RETRIED, utcnow()
     session.commit()
+    session.refresh(dl)
     enqueue(settings, TaskName(dl.task), dl.target)
     log.info("dead letter %d (%s) retried by %s", dl.id, dl.task, actor)
     return _dl_view(dl)

@@ -49,6 +49,13 @@ def _documented(doc: dict[str, Any], method: str, path: str) -> set[int]:
     return {int(s) for s in doc["paths"][path][method.lower()]["responses"]}
 
 
+def _operations(app: FastAPI, doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The API's operations (the web UI's routes are outside the document)."""
+    ops = [(m, p) for m, p, _ in api_operations(app) if m.lower() in doc["paths"].get(p, {})]
+    assert len(ops) >= 28
+    return ops
+
+
 def _url(path: str, values: dict[str, str]) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
@@ -72,7 +79,7 @@ def test_every_status_answered_is_documented(
 ) -> None:
     doc = client.get(OPENAPI).json()
     seen: set[int] = set()
-    for method, path, _ in api_operations(app):
+    for method, path in _operations(app, doc):
         documented = _documented(doc, method, path)
         for auth in [{}, *(bearer(tokens[r]) for r in Role)]:
             for req in _requests(method, path):
@@ -91,7 +98,7 @@ def test_database_down_is_a_documented_503(
     app = create_app(gone)
     with TestClient(app, raise_server_exceptions=False) as client:
         doc = client.get(OPENAPI).json()
-        for method, path, _ in api_operations(app):
+        for method, path in _operations(app, doc):
             r = client.request(method, _url(path, PATH_VALUES), headers=bearer(tokens[Role.admin]))
             assert r.status_code == 503, (method, path, r.text)
             assert 503 in _documented(doc, method, path), (method, path)

@@ -1,5 +1,8 @@
 """Test helpers: outcomes built directly (no engine needed) and raw-SQL tampering."""
 
+# Tampering is raw SQL by design (what a superuser would run); the values are test constants.
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
@@ -76,3 +79,56 @@ def tamper(url: str, *statements: str) -> None:
                 conn.exec_driver_sql(stmt)
     finally:
         engine.dispose()
+
+
+_NOT_NULL_PG = ("seq", "at", "kind", "actor", "details", "prev_hash", "hash")
+
+
+def store_unreadable(url: str, seq: int, column: str, value: str | None) -> None:
+    """Put ``value`` (SQL literal text, or None for NULL) into ``column`` of event ``seq``, doing
+    whatever schema change an attacker who owns the database needs for it to be stored.
+
+    SQLite: NULL needs the NOT NULL constraints gone and a text ``seq`` needs the rowid alias
+    gone, so the table is rebuilt without constraints (CREATE TABLE AS SELECT), as anyone with
+    write access to the file can. PostgreSQL: a non-integer ``seq`` or a non-timestamp ``at``
+    needs the column retyped to text; NULL needs DROP NOT NULL (and the primary key, for seq).
+    """
+    literal = "NULL" if value is None else value
+    engine = create_engine(url)
+    dialect = engine.dialect.name
+    engine.dispose()
+    schema: list[str] = []
+    if dialect == "sqlite":
+        if value is None or column == "seq":
+            schema = ["CREATE TABLE audit_events_loose AS SELECT * FROM audit_events",
+                      "DROP TABLE audit_events",
+                      "ALTER TABLE audit_events_loose RENAME TO audit_events"]
+    else:
+        assert column in _NOT_NULL_PG
+        if value is None:
+            if column == "seq":
+                schema.append("ALTER TABLE audit_events DROP CONSTRAINT pk_audit_events")
+            schema.append(f"ALTER TABLE audit_events ALTER COLUMN {column} DROP NOT NULL")
+        elif column in ("seq", "at"):
+            schema.append(f"ALTER TABLE audit_events ALTER COLUMN {column} TYPE text "
+                          f"USING {column}::text")
+    tamper(url, *schema, f"UPDATE audit_events SET {column} = {literal} WHERE seq = '{seq}'")
+
+
+def store_unreadable_head(url: str, column: str, value: str | None) -> None:
+    """Junk or NULL in the chain head row (``seq`` or ``hash``), schema loosened as needed."""
+    literal = "NULL" if value is None else value
+    engine = create_engine(url)
+    dialect = engine.dialect.name
+    engine.dispose()
+    schema: list[str] = []
+    if dialect == "sqlite":
+        if value is None:
+            schema = ["CREATE TABLE head_loose AS SELECT * FROM audit_chain_head",
+                      "DROP TABLE audit_chain_head",
+                      "ALTER TABLE head_loose RENAME TO audit_chain_head"]
+    elif value is None:
+        schema = [f"ALTER TABLE audit_chain_head ALTER COLUMN {column} DROP NOT NULL"]
+    elif column == "seq":
+        schema = ["ALTER TABLE audit_chain_head ALTER COLUMN seq TYPE text USING seq::text"]
+    tamper(url, *schema, f"UPDATE audit_chain_head SET {column} = {literal}")

@@ -37,6 +37,17 @@ def test_demo_on_a_fresh_data_folder(tmp_path: Path) -> None:
     assert "done: studies 2/2 complete; instances 8/8 done" in out + res.stderr
     assert re.search(r"API +http://127\.0\.0\.1:\d+/api/v1", out)
     assert re.search(r"staff token +dgt_", out)
+    # the web UI's URL and one generated password per role, which really signs in
+    assert re.search(r"web UI +http://127\.0\.0\.1:\d+/ ", out)
+    logins = re.findall(r"^  (\w+) +user (\S+) +password (\S+)$", out, re.M)
+    assert {r for r, _, _ in logins} == {"staff", "admin", "auditor", "service"}
+    from service.db.session import session_scope
+    from service.web.accounts import check_credentials
+
+    with session_scope(f"sqlite:///{home / 'deidgate.db'}") as s:
+        for role, name, password in logins:
+            user, _ = check_credentials(s, name, password)
+            assert user is not None and user.role == role
     outputs = list((home / "output").rglob("*.dcm"))
     assert len(outputs) == 8
     assert not [p for p in (home / "spool").iterdir() if p.is_file()]

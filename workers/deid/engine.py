@@ -94,6 +94,7 @@ class Deidentifier:
     def deidentify(self, src: Path) -> DeidOutcome:
         prep = self._prepare(Path(src))
         ds, ctx = prep.src.dataset, prep.ctx
+        ctx.rows = []  # names and actions only, for the auditors' per-instance record
         try:
             walk(ds, ctx)
         except Rejected:
@@ -132,6 +133,7 @@ class Deidentifier:
             policy_name=self.policy.name,
             policy_version=self.policy.version,
             action_counts=dict(ctx.counts),
+            explain=ctx.rows,
             source=prep.src,
         )
         return outcome

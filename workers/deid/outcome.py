@@ -8,7 +8,7 @@ whose ``Mapping`` rows it carries). None of these print a value in its repr (PHI
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 
@@ -63,6 +63,9 @@ class DeidOutcome:
     policy_name: str = ""
     policy_version: str = ""
     action_counts: dict[str, int] = field(default_factory=dict)
+    # One workers.deid.actions.ExplainRow per element: path, tag, keyword, action, rule; no
+    # values. Recorded per instance for the auditors (service.audit.instance_actions).
+    explain: list[Any] = field(default_factory=list, repr=False, compare=False)
     # Engine-private reading state (source path, pixel element offsets) that the writer needs
     # to copy unchanged pixel bytes straight from the source file. Never printed.
     source: Source | None = field(default=None, repr=False, compare=False)

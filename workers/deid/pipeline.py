@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,9 +29,10 @@ from typing import TYPE_CHECKING, Literal
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from service.audit.instance_actions import record_instance_actions
 from service.audit.store import AuditStore
 from service.core.errors import Rejected, Retryable
-from service.core.fsync import fsync_dir
+from service.core.fsync import fsync_dir, move_durably
 from service.core.keys import SiteKeys
 from service.db.session import session_scope
 from workers.deid.outcome import DeidOutcome
@@ -94,8 +94,7 @@ def quarantine_file(src: Path, dest: Path, exc: Rejected, *, source: str) -> Pat
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, dest.with_suffix(".json"))
-    shutil.move(str(src), dest)
-    fsync_dir(quarantine)
+    move_durably(src, dest)  # fsyncs the file and both folders, across filesystems too
     return dest
 
 
@@ -133,6 +132,7 @@ def process_instance(
     try:
         with session_scope(db_url) as session:
             AuditStore(session, keys).record_outcome(outcome, source=source, job_id=job_id)
+            record_instance_actions(session, outcome)  # what was done to each attribute
             if on_commit is not None:
                 on_commit(session, result)
     except Rejected as exc:  # e.g. a pseudonym collision found at commit: fail closed

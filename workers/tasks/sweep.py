@@ -11,8 +11,9 @@ from celery import shared_task
 
 from service.core.config import Settings
 from service.core.queues import TaskName, node_name
-from service.db.session import get_sessionmaker
+from service.db.session import get_sessionmaker, session_scope
 from service.jobs import recovery
+from service.jobs.heartbeat import record_sweep
 from service.jobs.routing import enqueue
 from service.jobs.transitions import link_received
 from workers.tasks.base import DeidgateTask
@@ -50,4 +51,6 @@ def run_sweep(settings: Settings, *, startup: bool = False) -> dict[str, int]:
               "instances": len(res.instances) + len(linked), "completed": len(res.completed)}
     if any(counts.values()):
         log.info("sweep re-enqueued %s", counts)
+    with session_scope(settings.db_url) as s:  # the admin page's "last sweep"
+        record_sweep(s, node, counts)
     return counts
