@@ -109,7 +109,7 @@ def evaluate(
         result = run(table, models, n_boot=resamples, seed=seed, bins=bins)
         paths = evaluate_outputs(result, table, out)
     except DeidgateError as exc:
-        common.guard(exc)
+        common.exit_for(exc)
     for m in result["models"]:
         a = m["auc"]
         typer.echo(f"{m['model']['name']} {m['model']['version']}: AUC {a['estimate']:.3f} "
@@ -168,7 +168,7 @@ def simulate(
                                     score=col)
         paths = simulate_outputs(result, table, runs, arrival, info.as_dict(), out)
     except DeidgateError as exc:
-        common.guard(exc)
+        common.exit_for(exc)
     ro = result["rule_out"]
     typer.echo(f"rule-out: up to {ro['largest_share_without_missed_cancer']:.1%} of exams "
                "below a threshold with no cancer among them")
@@ -210,7 +210,7 @@ def monitor(
                      min_n=min_n, score=col)
         paths = monitor_outputs(result, table, info.as_dict(), out)
     except DeidgateError as exc:
-        common.guard(exc)
+        common.exit_for(exc)
     for a in result["alerts"]:
         typer.echo(f"{a['flag']}: {a['vendor']} {a['week']} PSI {a['psi']:.2f} (n={a['n']})")
     typer.echo(f"{len(result['alerts'])} vendor-weeks flagged")
