@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.api import errors
+from service.api import errors, openapi
 from service.api.routes import ROUTERS
 from service.api.routes.health import app_version
-from service.api.schemas import ErrorBody
 from service.core.config import Settings
 from service.web.app import mount as mount_web
 
@@ -27,21 +26,20 @@ def create_app(settings: Settings) -> FastAPI:
             "Authenticate with `Authorization: Bearer <token>`; tokens come from "
             "`deidgate token create --role admin|staff|auditor|service` and are shown once. "
             "Every error has the body `{\"error\": {\"code\": ..., \"message\": ...}}`. "
+            "Each operation lists every status it can answer; a method a path does not have "
+            "is answered 405 with an `Allow` header naming the ones it has. Timestamps are "
+            "RFC 3339 in UTC. "
             "No URL carries PHI: paths take job ids and pseudonyms only."
         ),
         version=app_version(),
         docs_url="/docs",
         redoc_url=None,
         openapi_url=f"{API_PREFIX}/openapi.json",
-        responses={
-            401: {"model": ErrorBody, "description": "missing, unknown or revoked token"},
-            403: {"model": ErrorBody, "description": "the token's role may not do this"},
-            422: {"model": ErrorBody, "description": "invalid request (values never echoed)"},
-        },
     )
     app.state.settings = settings
     app.state.keys = None  # loaded on first use by routes that need them
     errors.install(app)
+    openapi.install(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     mount_web(app, settings)  # the web UI at / (service.web), outside the OpenAPI document

@@ -131,8 +131,8 @@ def _roles(dependant: Dependant) -> frozenset[Role] | None:
     return roles
 
 
-def api_operations(app: FastAPI) -> Iterator[tuple[str, str, frozenset[Role] | None]]:
-    """``(method, path, roles)`` for every operation; roles None means no role check guards it.
+def operation_dependants(app: FastAPI) -> Iterator[tuple[str, str, Dependant]]:
+    """``(method, path, dependant)`` for every operation of the app's OpenAPI document.
 
     Recent FastAPI keeps included routers nested; ``iter_route_contexts`` flattens them with
     their prefixes and router-level dependencies applied. Older versions flatten on include.
@@ -146,4 +146,21 @@ def api_operations(app: FastAPI) -> Iterator[tuple[str, str, frozenset[Role] | N
         if not getattr(route, "include_in_schema", True):  # the web UI (service.web)
             continue
         for method in sorted(route.methods or ()):
-            yield method, route.path, _roles(dependant)
+            yield method, route.path, dependant
+
+
+def depends_on(dependant: Dependant, call: Any) -> bool:
+    """Whether ``call`` is anywhere in the dependency tree (a session, the site keys...)."""
+    stack = [dependant]
+    while stack:
+        dep = stack.pop()
+        if dep.call is call:
+            return True
+        stack.extend(dep.dependencies)
+    return False
+
+
+def api_operations(app: FastAPI) -> Iterator[tuple[str, str, frozenset[Role] | None]]:
+    """``(method, path, roles)`` for every operation; roles None means no role check guards it."""
+    for method, path, dependant in operation_dependants(app):
+        yield method, path, _roles(dependant)

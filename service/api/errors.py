@@ -15,11 +15,13 @@ import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.errors import DeidgateError, Retryable, SiteKeyError
@@ -44,6 +46,8 @@ _STATUS_CODES = {
 # Field names are ours; anything else in a location (an unexpected key, say) came from the
 # client and could be anything, including an identifier, so it is not echoed.
 _SAFE_LOC = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# What FastAPI raises (as a 400) when it cannot decode a request body at all.
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
 
 class ApiError(Exception):
@@ -116,11 +120,18 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid-request", describe_validation(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+            # A body FastAPI cannot even decode (not UTF-8, say) is invalid as given, like
+            # malformed JSON, and so gets the same 422 a client already handles.
+            return error_response(422, "invalid-request", "body: not valid JSON")
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request.app, request.url.path, headers)
         code = _STATUS_CODES.get(exc.status_code, "error")
         # Starlette's own details ("Not Found", "Method Not Allowed") never echo the URL.
         message = exc.detail if isinstance(exc.detail, str) else code
-        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+        return error_response(exc.status_code, code, message, headers or None)
 
     @app.exception_handler(DeidgateError)
     async def _deidgate(_: Request, exc: DeidgateError) -> JSONResponse:
@@ -145,6 +156,26 @@ def install(app: FastAPI) -> None:
     # Not an exception handler: Starlette re-raises after calling those, and the server would
     # then log the exception's text. The middleware contains the failure instead.
     app.add_middleware(ContainUnexpected)
+
+
+def allowed_methods(app: FastAPI, path: str, headers: dict[str, str]) -> str:
+    """Every method of every route at ``path``, for the 405's ``Allow`` header.
+
+    Starlette answers 405 from the first route whose path matched, so ``GET /jobs`` and
+    ``POST /jobs`` (two routes) would each claim to be the only method there.
+    """
+    methods = {m.strip() for m in headers.get("Allow", "").split(",") if m.strip()}
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    routes: Iterable[Any] = flatten(app.routes) if flatten is not None else app.routes
+    for route in routes:
+        route_methods = getattr(route, "methods", None)
+        route_path = getattr(route, "path", None)
+        if not route_methods or not isinstance(route_path, str):
+            continue
+        regex = getattr(route, "path_regex", None) or compile_path(route_path)[0]
+        if regex.match(path):
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
 
 
 def log_unexpected(exc: BaseException) -> None:

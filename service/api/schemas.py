@@ -7,15 +7,82 @@ token, and only the audit lookup result (auditors only) carries original identif
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import re
+from ipaddress import ip_address
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 
 from service.core.security import Role
-from service.db.base import as_utc
 
 Category = Literal["likely-normal", "standard", "priority"]
+
+# Request constraints are written into the OpenAPI document (so what it admits is accepted)
+# with explicit ASCII classes, which Python, pydantic and JSON Schema read alike. They match
+# what service.dicom.admin enforces for the CLI too, only stated up front.
+AE_TITLE = r"^[\x20-\x5b\x5d-\x7e]*[\x21-\x5b\x5d-\x7e][\x20-\x5b\x5d-\x7e]*$"  # no backslash
+HOST = r"^[A-Za-z0-9._:%-]+$"  # a host name or an IPv4/IPv6 address
+NODE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# At least two words: a run of spaces between two printable ASCII characters.
+_TWO_WORDS = re.compile(r"[!-~] +[!-~]")
+
+
+def _matching(pattern: str, max_len: int, message: str) -> AfterValidator:
+    """Refuse what the documented pattern refuses, saying what the field must be."""
+    rx = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if len(value) > max_len or not rx.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def _documented(pattern: str, max_len: int, description: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": pattern, "maxLength": max_len,
+                           "minLength": 1, "description": description})
+
+
+AeTitle = Annotated[
+    str,
+    _matching(AE_TITLE, 16, "AE title must be 1-16 printable ASCII characters, no backslash"),
+    _documented(AE_TITLE, 16, "AE title: 1-16 printable ASCII characters, no backslash"),
+]
+Host = Annotated[
+    str,
+    _matching(HOST, 255, "host must be a host name or an IP address"),
+    _documented(HOST, 255, "host name or IP address"),
+]
+def _ip_address(value: str) -> str:
+    # No scope id: the JSON Schema "ipv6" format has none, and a pin compares plain addresses.
+    try:
+        if "%" in value:
+            raise ValueError(value)
+        return str(ip_address(value))
+    except ValueError:
+        raise ValueError("host must be an IP address (IPv4 or IPv6)") from None
+
+
+IpAddress = Annotated[
+    str,
+    AfterValidator(_ip_address),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "ipv4"},
+                              {"type": "string", "format": "ipv6"}]}),
+]
+NodeName = Annotated[
+    str,
+    _matching(NODE_NAME, 64, "node name: letters, digits, '_', '.', '-' (max 64)"),
+    _documented(NODE_NAME, 64, "letters, digits, _ . - (max 64)"),
+]
 
 
 class ErrorDetail(BaseModel):
@@ -39,23 +106,22 @@ class WhoAmI(BaseModel):
     prefix: str = Field(description="non-secret token prefix, as shown by `deidgate token list`")
 
 
-class _UtcModel(BaseModel):
+class _FromRows(BaseModel):
+    """Timestamps are ``AwareDatetime``: the database layer reads every one back in UTC
+    (``service.db.base.UtcDateTime``), and a naive one is a bug to refuse, not to print
+    without the offset RFC 3339 requires."""
+
     model_config = ConfigDict(from_attributes=True)
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _utc(cls, v: object) -> object:
-        return as_utc(v) if isinstance(v, datetime) else v
 
-
-class WorklistItem(_UtcModel):
+class WorklistItem(_FromRows):
     rank: int = Field(description="1 = read first")
     exam: str = Field(description="pseudonymous StudyInstanceUID")
     patient_pseudonym: str
     score: float = Field(description="model output; higher = more suspicious")
     category: Category
     model_version: str
-    scored_at: datetime
+    scored_at: AwareDatetime
 
 
 class Worklist(BaseModel):
@@ -65,7 +131,7 @@ class Worklist(BaseModel):
     items: list[WorklistItem]
 
 
-class MappingEntry(_UtcModel):
+class MappingEntry(_FromRows):
     """A mapping log row as auditors query it: provenance, never the original value."""
 
     kind: str
@@ -75,7 +141,7 @@ class MappingEntry(_UtcModel):
     policy_version: str
     source: str
     job_id: str | None
-    created_at: datetime
+    created_at: AwareDatetime
 
 
 class LookupRequest(BaseModel):
@@ -86,12 +152,15 @@ class LookupRequest(BaseModel):
         min_length=10,
         max_length=500,
         description="why the original identity is needed (ticket, protocol); recorded verbatim",
+        json_schema_extra={"pattern": _TWO_WORDS.pattern},
     )
 
     @field_validator("reason")
     @classmethod
     def _reason_has_words(cls, v: str) -> str:
-        if not v.strip() or len(v.split()) < 2:
+        # The schema's own pattern decides (so the document and the server agree), with a
+        # message that says what is missing.
+        if not _TWO_WORDS.search(v):
             raise ValueError("give a reason of at least two words (ticket, protocol, purpose)")
         return v.strip()
 
@@ -123,9 +192,9 @@ class ChainStatus(BaseModel):
     findings: list[ChainFinding]
 
 
-class AuditEventOut(_UtcModel):
+class AuditEventOut(_FromRows):
     seq: int | None = Field(description="null only when the stored value is unreadable")
-    at: datetime | None = Field(description="null only when the stored value is unreadable")
+    at: AwareDatetime | None = Field(description="null only when the stored value is unreadable")
     kind: str
     actor: str
     details: dict[str, Any] | None = Field(
@@ -152,24 +221,24 @@ class LocalAEUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ae_title: str | None = Field(None, max_length=16)
-    host: str | None = Field(None, max_length=255)
-    port: int | None = None
-    max_pdu: int | None = None
+    ae_title: AeTitle | None = None
+    host: Host | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    max_pdu: int | None = Field(None, ge=16_384, le=1 << 30, description="bytes")
 
 
 class NodeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ae_title: str = Field(max_length=16)
-    host: str = Field(max_length=255)
-    port: int
+    ae_title: AeTitle
+    host: Host
+    port: int = Field(ge=1, le=65535)
     retrieve: Literal["move", "get"] = "move"
-    max_associations: int = 2
+    max_associations: int = Field(2, ge=1, le=64)
 
 
 class NodeCreate(NodeIn):
-    name: str = Field(max_length=64, description="letters, digits, '_', '.', '-'")
+    name: NodeName
 
 
 class NodeOut(BaseModel):
@@ -186,8 +255,8 @@ class NodeOut(BaseModel):
 class AllowedIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ae_title: str = Field(max_length=16, description="calling AE title")
-    host: str | None = Field(None, max_length=64, description="pin to this IP address")
+    ae_title: AeTitle = Field(description="calling AE title")
+    host: IpAddress | None = Field(None, description="pin to this IP address")
 
 
 class AllowedOut(BaseModel):

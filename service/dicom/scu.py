@@ -133,8 +133,12 @@ def association(node: NodeConfig, local_ae: str, contexts: Sequence[tuple[str, l
                 ae.add_requested_context(uid, syntaxes)
             else:
                 ae.add_requested_context(uid)
-        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=ext_neg,
-                             evt_handlers=evt_handlers)
+        try:
+            assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=ext_neg,
+                                 evt_handlers=evt_handlers)
+        except (OSError, UnicodeError) as exc:  # resolving the host name failed (gaierror, idna)
+            raise PacsError(f"PACS node {node.name} at {node.host}:{node.port} is unreachable "
+                            f"({type(exc).__name__})", code="pacs-unreachable") from None
         if not assoc.is_established:
             raise _failure(node, assoc, timeouts)
         try:

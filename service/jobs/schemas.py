@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys, aead_open, aead_seal
@@ -21,10 +29,26 @@ from service.db.states import DeadLetterState, JobState, StudyState
 from service.dicom.uid_keys import uid_key
 
 MAX_VALUES = 10_000
+# Each rule is one regular expression, written with explicit ASCII classes so that it means the
+# same to Python's ``re.fullmatch`` (which decides here) and to the OpenAPI document's JSON
+# Schema ``pattern`` (which a client validates against): what the schema admits is accepted.
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _POLICY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_CORE = r"[^\\*?\x00-\x1f ]"  # no wildcard, backslash or control character; not a space
+
+
+def _padded(max_len: int) -> re.Pattern[str]:
+    """A value of at most ``max_len`` characters, space-padded as DICOM pads (spaces inside
+    are allowed, the padding is dropped)."""
+    inner = r"[^\\*?\x00-\x1f]"
+    return re.compile(rf"^ *{_CORE}(?:{inner}{{0,{max_len - 2}}}{_CORE})? *$")
+
+
+_ACCESSION = _padded(16)  # SH
+_PATIENT_ID = _padded(64)  # LO
+MAX_RAW = 256  # padding included
 SELECTORS = ("accession_numbers", "patient_ids", "study_instance_uids", "query")
 
 
@@ -36,62 +60,97 @@ class JobNotFound(DeidgateError):
     code = "job-not-found"
 
 
+def _string(rx: re.Pattern[str], description: str, max_len: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {"type": "string", "pattern": rx.pattern, "maxLength": max_len, "description": description}
+    )
+
+
+def _values(rx: re.Pattern[str], description: str, max_len: int) -> WithJsonSchema:
+    item = {"type": "string", "pattern": rx.pattern, "maxLength": max_len}
+    return WithJsonSchema({"type": "array", "items": item, "minItems": 1,
+                           "maxItems": MAX_VALUES, "description": description})
+
+
 class DateQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    modality: str = "MG"
+    modality: Annotated[str, _string(_MODALITY, "DICOM modality code", 16)] = "MG"
     date_from: date
-    date_to: date
+    date_to: date = Field(description="on or after date_from")
 
     @model_validator(mode="after")
     def _check(self) -> DateQuery:
-        if not _MODALITY.match(self.modality):
+        if not _MODALITY.fullmatch(self.modality):
             raise ValueError("modality: a DICOM modality code such as MG")
         if self.date_from > self.date_to:
             raise ValueError("date_from is after date_to")
         return self
 
 
-def _check_values(field: str, values: list[str], *, max_len: int, uid: bool) -> list[str]:
+def _why(raw: str, *, max_len: int, uid: bool) -> str:
+    """What is wrong with a value its rule refused, in words, without the value."""
+    v = raw.strip(" ")
+    if not v:
+        return "empty value"
+    if len(v) > max_len or len(raw) > MAX_RAW:
+        return f"longer than {max_len} characters"
+    if "\\" in v or "*" in v or "?" in v or any(ord(c) < 32 for c in v):
+        return "contains a wildcard, backslash or control character"
+    if uid:
+        return "not a DICOM UID (digits and dots, no leading zeros, no spaces)"
+    return "not a valid value"
+
+
+def _check_values(field: str, values: list[str], rx: re.Pattern[str], *, max_len: int,
+                  uid: bool = False) -> list[str]:
     if not values:
         raise ValueError(f"{field}: the list is empty")
     if len(values) > MAX_VALUES:
         raise ValueError(f"{field}: {len(values)} values; at most {MAX_VALUES} per job")
     seen: dict[str, None] = {}
     for i, raw in enumerate(values):
-        v = raw.strip()
-        if not v:
-            raise ValueError(f"{field}[{i}]: empty value")
-        if len(v) > max_len:
-            raise ValueError(f"{field}[{i}]: longer than {max_len} characters")
-        if "\\" in v or "*" in v or "?" in v or any(ord(c) < 32 for c in v):
-            raise ValueError(f"{field}[{i}]: contains a wildcard, backslash or control character")
-        if uid and not _UID.match(v):
-            raise ValueError(f"{field}[{i}]: not a DICOM UID (digits and dots, no leading zeros)")
-        seen.setdefault(v, None)
+        if len(raw) > (max_len if uid else MAX_RAW) or not rx.fullmatch(raw):
+            raise ValueError(f"{field}[{i}]: {_why(raw, max_len=max_len, uid=uid)}")
+        seen.setdefault(raw.strip(" "), None)
     return list(seen)
+
+
+# "Exactly one selector", for the OpenAPI document: a selector given as null counts as absent.
+_ONE_SELECTOR: dict[str, Any] = {"oneOf": [
+    {"required": [name], "properties": {name: {"type": "object" if name == "query" else "array"}}}
+    for name in SELECTORS
+]}
 
 
 class JobRequest(BaseModel):
     """Exactly one selector: accession numbers, patient IDs, study UIDs or a date-range query."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid", hide_input_in_errors=True, json_schema_extra=_ONE_SELECTOR
+    )
 
-    pacs: str
-    accession_numbers: list[str] | None = None
-    patient_ids: list[str] | None = None
-    study_instance_uids: list[str] | None = None
+    pacs: Annotated[str, _string(_NODE, "PACS node name", 64)]
+    accession_numbers: Annotated[
+        list[str], _values(_ACCESSION, "accession numbers (SH, at most 16)", MAX_RAW)
+    ] | None = None
+    patient_ids: Annotated[
+        list[str], _values(_PATIENT_ID, "patient IDs (LO, at most 64)", MAX_RAW)
+    ] | None = None
+    study_instance_uids: Annotated[
+        list[str], _values(_UID, "study instance UIDs", 64)
+    ] | None = None
     query: DateQuery | None = None
-    policy: str | None = None
-    destination: str | None = None
+    policy: Annotated[str, _string(_POLICY, "policy name", 128)] | None = None
+    destination: Annotated[str, _string(_NODE, "PACS node name", 64)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> JobRequest:
-        if not _NODE.match(self.pacs):
+        if not _NODE.fullmatch(self.pacs):
             raise ValueError("pacs: a PACS node name (letters, digits, _ . -; at most 64)")
-        if self.destination is not None and not _NODE.match(self.destination):
+        if self.destination is not None and not _NODE.fullmatch(self.destination):
             raise ValueError("destination: a PACS node name (letters, digits, _ . -; at most 64)")
-        if self.policy is not None and not _POLICY.match(self.policy):
+        if self.policy is not None and not _POLICY.fullmatch(self.policy):
             raise ValueError("policy: a shipped policy name such as mammography-screening")
         given = [s for s in SELECTORS if getattr(self, s) is not None]
         if len(given) != 1:
@@ -101,12 +160,13 @@ class JobRequest(BaseModel):
             )
         if self.accession_numbers is not None:
             self.accession_numbers = _check_values(
-                "accession_numbers", self.accession_numbers, max_len=16, uid=False)
+                "accession_numbers", self.accession_numbers, _ACCESSION, max_len=16)
         if self.patient_ids is not None:
-            self.patient_ids = _check_values("patient_ids", self.patient_ids, max_len=64, uid=False)
+            self.patient_ids = _check_values(
+                "patient_ids", self.patient_ids, _PATIENT_ID, max_len=64)
         if self.study_instance_uids is not None:
             self.study_instance_uids = _check_values(
-                "study_instance_uids", self.study_instance_uids, max_len=64, uid=True)
+                "study_instance_uids", self.study_instance_uids, _UID, max_len=64, uid=True)
         return self
 
     @property
@@ -187,7 +247,7 @@ class DeadLetterView(BaseModel):
     reason: str
     attempts: int
     state: DeadLetterState
-    created_at: datetime
+    created_at: AwareDatetime
 
 
 class JobView(BaseModel):
@@ -200,9 +260,9 @@ class JobView(BaseModel):
     destination: str | None
     selector: str
     requested: int
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    finished_at: AwareDatetime | None
     reason: str | None
     counts: Counts
     studies: list[StudyView] = []

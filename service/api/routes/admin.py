@@ -16,7 +16,10 @@ from sqlalchemy.orm import Session
 
 from service.api.deps import KeysDep, SessionDep, SettingsDep, require_role
 from service.api.errors import ApiError
+from service.api.openapi import Responses, error_response
 from service.api.schemas import (
+    AE_TITLE,
+    NODE_NAME,
     AllowedIn,
     AllowedOut,
     EchoOut,
@@ -37,8 +40,9 @@ from service.dicom.scu import echo as c_echo
 router = APIRouter(prefix="/admin", tags=["administration"])
 
 Admin = Annotated[Principal, Depends(require_role(Role.admin))]
-NodeName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-CallingAE = Annotated[str, Path(min_length=1, max_length=16)]
+NodeName = Annotated[str, Path(pattern=NODE_NAME)]
+CallingAE = Annotated[str, Path(min_length=1, max_length=16, pattern=AE_TITLE)]
+NO_NODE: Responses = {404: error_response("no PACS node with this name")}
 
 
 def _refusal(exc: ConfigurationError) -> ApiError:
@@ -80,7 +84,10 @@ def nodes(session: SessionDep, _: Admin) -> list[NodeOut]:
     return [NodeOut.model_validate(n) for n in ops.list_nodes(session)]
 
 
-@router.post("/nodes", status_code=201, response_model=NodeOut, summary="Add a PACS node")
+@router.post(
+    "/nodes", status_code=201, response_model=NodeOut, summary="Add a PACS node",
+    responses={409: error_response("a node with this name exists")},
+)
 def add_node(body: NodeCreate, session: SessionDep, keys: KeysDep, who: Admin) -> NodeOut:
     """admin. A name already in use -> 409."""
     try:
@@ -91,7 +98,7 @@ def add_node(body: NodeCreate, session: SessionDep, keys: KeysDep, who: Admin) -
     return NodeOut.model_validate(node)
 
 
-@router.get("/nodes/{name}", response_model=NodeOut, summary="One PACS node")
+@router.get("/nodes/{name}", response_model=NodeOut, summary="One PACS node", responses=NO_NODE)
 def node(name: NodeName, session: SessionDep, _: Admin) -> NodeOut:
     """admin."""
     try:
@@ -100,7 +107,10 @@ def node(name: NodeName, session: SessionDep, _: Admin) -> NodeOut:
         raise _refusal(exc) from None
 
 
-@router.put("/nodes/{name}", response_model=NodeOut, summary="Replace a PACS node's settings")
+@router.put(
+    "/nodes/{name}", response_model=NodeOut, summary="Replace a PACS node's settings",
+    responses=NO_NODE,
+)
 def replace_node(
     name: NodeName, body: NodeIn, session: SessionDep, keys: KeysDep, who: Admin
 ) -> NodeOut:
@@ -115,7 +125,9 @@ def replace_node(
     return NodeOut.model_validate(node)
 
 
-@router.delete("/nodes/{name}", status_code=204, summary="Remove a PACS node")
+@router.delete(
+    "/nodes/{name}", status_code=204, summary="Remove a PACS node", responses=NO_NODE
+)
 def remove_node(name: NodeName, session: SessionDep, keys: KeysDep, who: Admin) -> Response:
     """admin."""
     try:
@@ -126,7 +138,9 @@ def remove_node(name: NodeName, session: SessionDep, keys: KeysDep, who: Admin) 
     return Response(status_code=204)
 
 
-@router.post("/nodes/{name}/echo", response_model=EchoOut, summary="C-ECHO a PACS node")
+@router.post(
+    "/nodes/{name}/echo", response_model=EchoOut, summary="C-ECHO a PACS node", responses=NO_NODE
+)
 def echo(
     name: NodeName,
     session: SessionDep,
@@ -167,7 +181,8 @@ def allow(body: AllowedIn, session: SessionDep, keys: KeysDep, who: Admin) -> Al
 
 
 @router.delete(
-    "/allowlist/{calling_ae}", response_model=Removed, summary="Disallow a calling AE"
+    "/allowlist/{calling_ae}", response_model=Removed, summary="Disallow a calling AE",
+    responses={404: error_response("the calling AE title is not on the allow-list")},
 )
 def disallow(calling_ae: CallingAE, session: SessionDep, keys: KeysDep, who: Admin) -> Removed:
     """admin. Removes every entry for the title (all pinned hosts); none -> 404."""

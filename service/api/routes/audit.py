@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from service.api.deps import KeysDep, SessionDep, require_role
 from service.api.errors import ApiError
+from service.api.openapi import error_response
 from service.api.schemas import (
     AuditEventOut,
     ChainFinding,
@@ -63,7 +64,10 @@ def patient_mappings(
     return [MappingEntry.model_validate(r) for r in rows]
 
 
-@router.post("/lookup", response_model=LookupResult, summary="Re-identify a pseudonym")
+@router.post(
+    "/lookup", response_model=LookupResult, summary="Re-identify a pseudonym",
+    responses={404: error_response("no mapping has this pseudonym (the request is recorded)")},
+)
 def lookup(
     body: LookupRequest, response: Response, session: SessionDep, keys: KeysDep, who: Auditor
 ) -> LookupResult:

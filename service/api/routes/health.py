@@ -26,7 +26,10 @@ def app_version() -> str:
         return "0.0.0+source"
 
 
-@router.get("/health", response_model=Health, summary="Service and database status (public)")
+@router.get(
+    "/health", response_model=Health, summary="Service and database status (public)",
+    responses={503: {"model": Health, "description": "the database does not answer"}},
+)
 def health(request: Request, response: Response) -> Health:
     db: Literal["ok", "unreachable"]
     try:

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from service.api.deps import KeysDep, SessionDep, SettingsDep, require_role
 from service.api.errors import ApiError
+from service.api.openapi import Responses, error_response
 from service.core.security import Principal, Role
 from service.db.states import JobState
 from service.jobs.ops import (
@@ -47,6 +48,13 @@ Reader = Annotated[
 JobId = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="job id as returned on creation")
 ]
+# Row ids are the database's INTEGER (32-bit on PostgreSQL); beyond it no row can exist, and
+# the driver would fail on the value, so the schema says so and FastAPI answers 422.
+DeadLetterId = Annotated[int, Path(ge=1, le=2**31 - 1, description="dead letter id")]
+# OFFSET is a signed 64-bit integer in SQLite and PostgreSQL.
+Offset = Annotated[int, Query(ge=0, le=2**63 - 1, description="entries to skip")]
+NO_JOB: Responses = {404: error_response("no job with this id")}
+FINISHED: Responses = {409: error_response("the job's state does not allow this")}
 
 
 class JobList(BaseModel):
@@ -77,7 +85,7 @@ def jobs(
     _: Reader,
     state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> JobList:
     """service, admin, staff, auditor. Summaries only: per-study detail is on GET /jobs/{id}."""
     return JobList(
@@ -87,7 +95,9 @@ def jobs(
     )
 
 
-@router.get("/jobs/{job_id}", response_model=JobView, summary="One job with live progress")
+@router.get(
+    "/jobs/{job_id}", response_model=JobView, summary="One job with live progress", responses=NO_JOB
+)
 def job(job_id: JobId, session: SessionDep, _: Reader) -> JobView:
     """service, admin, staff, auditor."""
     view = get_job(session, job_id)
@@ -96,7 +106,10 @@ def job(job_id: JobId, session: SessionDep, _: Reader) -> JobView:
     return view
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobView, summary="Cancel a job")
+@router.post(
+    "/jobs/{job_id}/cancel", response_model=JobView, summary="Cancel a job",
+    responses={**NO_JOB, **FINISHED},
+)
 def cancel(job_id: JobId, session: SessionDep, keys: KeysDep, who: Submitter) -> JobView:
     """service, admin. Instances already received are still de-identified (nothing identified
     is left in the spool); a finished job -> 409."""
@@ -108,7 +121,10 @@ def cancel(job_id: JobId, session: SessionDep, keys: KeysDep, who: Submitter) ->
         raise ApiError(409, exc.code, exc.reason) from None
 
 
-@router.post("/jobs/{job_id}/retry", response_model=JobView, summary="Retry a job's failed parts")
+@router.post(
+    "/jobs/{job_id}/retry", response_model=JobView, summary="Retry a job's failed parts",
+    responses={**NO_JOB, **FINISHED},
+)
 def retry(
     job_id: JobId, session: SessionDep, settings: SettingsDep, keys: KeysDep, who: Submitter
 ) -> JobView:
@@ -125,6 +141,7 @@ def retry(
     "/jobs/{job_id}/dead-letters",
     response_model=list[DeadLetterView],
     summary="A job's dead-lettered tasks",
+    responses=NO_JOB,
 )
 def job_dead_letters(job_id: JobId, session: SessionDep, _: Reader) -> list[DeadLetterView]:
     """service, admin, staff, auditor."""
@@ -145,9 +162,13 @@ def dead_letters(session: SessionDep, _: Reader) -> list[DeadLetterView]:
     "/dead-letters/{dead_letter_id}/retry",
     response_model=DeadLetterView,
     summary="Re-queue one dead-lettered task",
+    responses={
+        404: error_response("no dead-lettered task with this id"),
+        409: error_response("the task was already retried"),
+    },
 )
 def retry_dead(
-    dead_letter_id: int, session: SessionDep, settings: SettingsDep, who: Submitter
+    dead_letter_id: DeadLetterId, session: SessionDep, settings: SettingsDep, who: Submitter
 ) -> DeadLetterView:
     """service, admin. Already retried -> 409."""
     try:

@@ -28,7 +28,7 @@ def worklist(
     _: Reader,
     category: Annotated[Category | None, Query(description="only this category")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="entries to skip")] = 0,
 ) -> Worklist:
     """Highest score first; equal scores by who has waited longest (earliest scored), then
     by row id so pages never overlap or skip."""
