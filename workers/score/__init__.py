@@ -1,0 +1,5 @@
+"""Triage scoring: model cards, mammography preprocessing, model loading, inference, training.
+
+Import rule: ``card``, ``preprocess`` and ``aggregate`` import neither torch nor MONAI (the API and
+the web UI load them); ``models``, ``infer``, ``train``, ``ddp`` and ``demo_model`` do.
+"""
