@@ -45,12 +45,13 @@ _VIEWS = [("CC", "R"), ("CC", "L"), ("MLO", "R"), ("MLO", "L")]
 class Difficulty:
     """The knobs of the task; the defaults are what the demo model is trained and tested on."""
 
-    mass_contrast: tuple[float, float] = (0.035, 0.09)   # fraction of the maximum pixel value
-    mass_radius: tuple[float, float] = (0.035, 0.07)     # fraction of the image width
+    mass_contrast: tuple[float, float] = (0.05, 0.12)    # fraction of the maximum pixel value
+    mass_radius: tuple[float, float] = (0.045, 0.08)     # fraction of the image width
     spicules: tuple[int, int] = (0, 12)
-    calc_contrast: tuple[float, float] = (0.10, 0.28)
-    calc_specks: tuple[int, int] = (6, 16)
-    calc_radius: tuple[float, float] = (0.02, 0.05)      # cluster radius, fraction of width
+    calc_contrast: tuple[float, float] = (0.14, 0.32)
+    calc_specks: tuple[int, int] = (7, 16)
+    calc_radius: tuple[float, float] = (0.025, 0.05)     # cluster radius, fraction of width
+    speck_radius: tuple[float, float] = (0.9, 2.0)       # pixels
     mass_share: float = 0.6                              # masses vs calcification clusters
     distractor_specks: tuple[int, int] = (0, 6)          # isolated specks per view
     cyst_probability: float = 0.25                       # smooth round benign blob per view
@@ -179,7 +180,8 @@ def _place(rng: np.random.Generator, mask: np.ndarray, radius: float,
 
 
 def plant(img: np.ndarray, breast: np.ndarray, lesion: Lesion, rng: np.random.Generator,
-          max_value: int, lesion_mask: np.ndarray | None = None) -> None:
+          max_value: int, lesion_mask: np.ndarray | None = None,
+          speck_radius: tuple[float, float] = (0.9, 2.0)) -> None:
     """Add one finding to ``img`` (float32, MONOCHROME2 sense) in place, inside ``breast`` only
     (a spicule reaching the skin line stops there)."""
     half = int(np.ceil(lesion.radius * (3.0 if lesion.kind == "mass" else 1.6))) + 3
@@ -191,8 +193,7 @@ def plant(img: np.ndarray, breast: np.ndarray, lesion: Lesion, rng: np.random.Ge
         n = max(1, lesion.count)
         spread = 0.0 if lesion.kind == "speck" else lesion.radius / 2
         centres = rng.normal(0.0, spread, (n, 2)) if spread else np.zeros((n, 2))
-        radii = rng.uniform(0.7, 1.8, n) if lesion.kind == "calcifications" else \
-            rng.uniform(0.7, 1.8, 1)
+        radii = rng.uniform(*speck_radius, n)
         sig = speck_profile(dy, dx, centres, radii)
     sig = sig * breast[rs, cs]
     img[rs, cs] += lesion.contrast * max_value * sig
@@ -276,7 +277,7 @@ def make_lesion_exam(
             if where is None:
                 continue
             item = replace(item, row=where[0], col=where[1])
-            plant(img, mask, item, vrng, max_value, lesion_mask)
+            plant(img, mask, item, vrng, max_value, lesion_mask, d.speck_radius)
             placed.append(item)
         arr = np.clip(np.rint(img), 0, max_value).astype(np.uint16)
         if photometric == "MONOCHROME1":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,10 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> LoadedModel:
     module: nn.Module
     if card.architecture.kind == "torchscript":
         try:
-            module = torch.jit.load(str(path), map_location=dev)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                        module=r"torch\.jit")
+                module = torch.jit.load(str(path), map_location=dev)
         except RuntimeError:
             raise ModelCardError(f"{folder}: {card.weights.file!r} is not a TorchScript "
                                  "file") from None
@@ -124,7 +128,11 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> LoadedModel:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # pickle errors of every kind: refuse, say which file
             raise ModelCardError(f"{folder}: {card.weights.file!r} is not a state_dict") from None
-        result = module.load_state_dict(state, strict=False)
+        try:
+            result = module.load_state_dict(state, strict=False)
+        except RuntimeError:  # shapes differ: the card names another network size
+            raise ModelCardError(f"{folder}: weights do not fit {card.architecture.network} "
+                                 "as the card configures it (parameter shapes differ)") from None
         if result.missing_keys or result.unexpected_keys:
             raise ModelCardError(
                 f"{folder}: weights do not fit {card.architecture.network}: "
@@ -169,7 +177,10 @@ def export_torchscript(src: Path, dst: Path, *, atol: float = 1e-4) -> ModelCard
     module = loaded.module
     if hasattr(module, "set_swish"):
         module.set_swish(memory_efficient=False)
-    scripted = torch.jit.script(module)
+    with warnings.catch_warnings():
+        # torch 2.13 marks TorchScript deprecated; it is still the portable format sites ship
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+        scripted = torch.jit.script(module)
     size = loaded.card.architecture.input
     probe = torch.randn(2, size.channels, size.rows, size.cols,
                         generator=torch.Generator().manual_seed(0))
