@@ -105,6 +105,8 @@ class TrainResult:
     best_epoch: int
     val_women: frozenset[str]
     train_women: frozenset[str]
+    val_studies: frozenset[str]
+    train_studies: frozenset[str]
     log: list[dict[str, float]]
 
 
@@ -272,7 +274,12 @@ def train(data: Path, labels_csv: Path, out: Path, cfg: TrainConfig | None = Non
         ck = torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=True)
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
+        if int(ck["sched"]["total_steps"]) == cfg.epochs * steps:
+            sched.load_state_dict(ck["sched"])   # an interrupted run continues its schedule
+        else:  # more epochs asked for: a fresh one-cycle over the epochs still to run
+            remaining = max(1, (cfg.epochs - int(ck["epoch"]) - 1) * steps)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr,
+                                                        total_steps=remaining)
         start, best_auc, best_epoch = int(ck["epoch"]) + 1, float(ck["best_auc"]), \
             int(ck["best_epoch"])
         best_thresholds = Thresholds(likely_normal_below=float(ck["thresholds"][0]),
@@ -362,7 +369,10 @@ def train(data: Path, labels_csv: Path, out: Path, cfg: TrainConfig | None = Non
         (out / f"rank-{dist_ctx.rank}.sha256").write_text(digest)
         ddp.barrier(dist_ctx)
         ddp.finish(dist_ctx)
-    return TrainResult(model_dir, card, best_auc, best_epoch, val_w, train_w, log)
+    return TrainResult(model_dir, card, best_auc, best_epoch, val_w, train_w,
+                       frozenset(r.study_uid for r in val_recs),
+                       frozenset(r.study_uid for r, v in zip(records, is_val, strict=True)
+                                 if not v), log)
 
 
 def _progress(enabled: bool) -> Any:
