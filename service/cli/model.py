@@ -75,7 +75,7 @@ def train_cmd(
     resume: bool = typer.Option(False, help="continue from OUT/checkpoints/last.pt"),
 ) -> None:
     """Fine-tune a MONAI network; the validation split is by woman. Past one GPU, launch
-    ``torchrun --nproc-per-node N -m workers.score.ddp train DATA LABELS OUT``."""
+    ``torchrun --nproc-per-node N -m workers.score.train DATA LABELS OUT``."""
     from workers.score.card import ModelCardError
     from workers.score.train import TrainConfig, TrainError, train
 

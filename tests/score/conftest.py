@@ -53,5 +53,5 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     t0 = time.perf_counter()
     result = ensure_demo_model(home)
     assert result.trained
-    print(f"\ndemo model trained in {time.perf_counter() - t0:.0f} s")  # noqa: T201 - shown with -s
+    print(f"\ndemo model trained in {time.perf_counter() - t0:.0f} s")
     return home

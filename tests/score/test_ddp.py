@@ -39,7 +39,7 @@ def test_torchrun_two_gloo_processes_end_with_identical_weights(tmp_path: Path) 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "workers.score.ddp", "train", str(data), str(labels), str(out),
+         "-m", "workers.score.train", str(data), str(labels), str(out),
          "--config", str(cfg)],
         capture_output=True, text=True, timeout=840, env=env, cwd=Path(__file__).parents[2],
     )

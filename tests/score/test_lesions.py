@@ -55,7 +55,8 @@ def test_lesions_are_deterministic_and_change_the_pixels() -> None:
 
 def test_encodings_and_monochrome1_keep_the_image() -> None:
     m2 = make_lesion_exam(5, cancer=True)
-    jls = make_lesion_exam(5, cancer=True, transfer_syntax=JPEGLSLossless, photometric="MONOCHROME1")
+    jls = make_lesion_exam(5, cancer=True, transfer_syntax=JPEGLSLossless,
+                           photometric="MONOCHROME1")
     v2, v1 = m2.views[0].dataset, jls.views[0].dataset
     assert v1.file_meta.TransferSyntaxUID == JPEGLSLossless
     assert v1.PhotometricInterpretation == "MONOCHROME1"

@@ -80,7 +80,7 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
     wrong = card.model_copy(update={"architecture": card.architecture.model_copy(
         update={"kwargs": kwargs})})
     write_card(wrong, tmp_path / "m")
-    with pytest.raises(ModelCardError, match="do not fit|refused"):
+    with pytest.raises(ModelCardError, match=r"do not fit|refused"):
         load_model(tmp_path / "m")
 
 

@@ -95,7 +95,7 @@ def test_window_functions_follow_the_standard() -> None:
 
 
 def test_voi_from_header_window_lut_card_and_fallback() -> None:
-    ds, truth = mammo()
+    ds, _truth = mammo()
     arr = decode(ds)
     c, w = float(ds.WindowCenter[0]), float(ds.WindowWidth[0])
     out, src = voi(arr, ds, Voi())
@@ -127,8 +127,8 @@ def test_voi_from_header_window_lut_card_and_fallback() -> None:
 
 
 def test_monochrome1_and_monochrome2_give_the_same_model_input() -> None:
-    m2, t2 = mammo(view="CC", laterality="R", photometric="MONOCHROME2")
-    m1, t1 = mammo(view="CC", laterality="R", photometric="MONOCHROME1")
+    m2, _t2 = mammo(view="CC", laterality="R", photometric="MONOCHROME2")
+    m1, _t1 = mammo(view="CC", laterality="R", photometric="MONOCHROME1")
     assert not np.array_equal(decode(m1), decode(m2))
     assert np.array_equal(decode(m1), 4095 - decode(m2))
     # the same window, mirrored for the inverted stored values (LINEAR's half-pixel offset)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from service.core.errors import ConfigurationError
 
 CARD_FILE = "card.yaml"
-PREPROCESSING_VERSION = "mammo-1"
+PREPROCESSING_VERSION: Literal["mammo-1"] = "mammo-1"
 DEMO_NOTICE = "synthetic demo model, not for clinical use"
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -207,9 +207,12 @@ def _four_views() -> list[StandardView]:
     return [StandardView(laterality=lat, view=v) for v in ("CC", "MLO") for lat in ("R", "L")]
 
 
+Intent = Literal["FOR PRESENTATION", "FOR PROCESSING"]
+
+
 class ViewSelection(_Strict):
-    presentation_intents: list[Literal["FOR PRESENTATION", "FOR PROCESSING"]] = Field(
-        default_factory=lambda: ["FOR PRESENTATION"], min_length=1)
+    presentation_intents: list[Intent] = Field(
+        default_factory=lambda: list[Intent](["FOR PRESENTATION"]), min_length=1)
     view_codes: list[str] = Field(default_factory=lambda: ["CC", "MLO"], min_length=1)
 
 

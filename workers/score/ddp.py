@@ -1,7 +1,7 @@
 """Training past one GPU: PyTorch's own DistributedDataParallel, launched with ``torchrun``.
 
-    torchrun --standalone --nproc-per-node 4 -m workers.score.ddp train DATA LABELS OUT
-    python -m workers.score.ddp bench --procs 1 2          # images/s per process count
+    torchrun --standalone --nproc-per-node 4 -m workers.score.train DATA LABELS OUT
+    python -m workers.score.ddp --procs 1 2                # training images/s per process count
 
 ``torchrun`` tells each process its rank through the environment; ``DistContext.from_env`` is the
 one place that reads it (at the entry point, like the settings object). nccl on CUDA (one GPU
@@ -140,7 +140,8 @@ def _bench_rank(rank: int, world: int, port: int, steps: int, batch: int,
 
 
 def benchmark(procs: Sequence[int] = (1, 2), *, steps: int = 4, batch: int = 8,
-              size: tuple[int, int] = (256, 208), cores: int | None = None) -> list[dict[str, float]]:
+              size: tuple[int, int] = (256, 208),
+              cores: int | None = None) -> list[dict[str, float]]:
     """Training images/s of EfficientNetBN-b0 per process count, and the scaling efficiency
     (images/s with n processes / (n x images/s with one)). On a CPU each process gets
     cores // n threads, so the figure shows what the gradient all-reduce costs."""
@@ -168,32 +169,17 @@ def benchmark(procs: Sequence[int] = (1, 2), *, steps: int = 4, batch: int = 8,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m workers.score.ddp")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="one rank of a DDP training run (launch with torchrun)")
-    t.add_argument("data", type=Path)
-    t.add_argument("labels", type=Path)
-    t.add_argument("out", type=Path)
-    t.add_argument("--config", type=Path, help="TrainConfig as JSON")
-    b = sub.add_parser("bench", help="training images/s per process count")
-    b.add_argument("--procs", type=int, nargs="+", default=[1, 2])
-    b.add_argument("--steps", type=int, default=4)
-    b.add_argument("--batch", type=int, default=8)
-    b.add_argument("--size", type=int, nargs=2, default=[256, 208])
+    ap = argparse.ArgumentParser(prog="python -m workers.score.ddp",
+                                 description="training images/s per process count")
+    ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, nargs=2, default=[256, 208])
     a = ap.parse_args(argv)
-    if a.cmd == "bench":
-        rows = benchmark(a.procs, steps=a.steps, batch=a.batch, size=tuple(a.size))
-        for r in rows:
-            print(f"procs={r['procs']:.0f} images/s={r['images_per_s']:.2f} "
-                  f"per-process={r['per_process']:.2f} efficiency={r['efficiency']:.2f}")
-        return 0
-    from workers.score.train import TrainConfig, train
-
-    cfg = TrainConfig.model_validate_json(a.config.read_text()) if a.config else TrainConfig()
-    ctx = DistContext.from_env(os.environ)
-    result = train(a.data, a.labels, a.out, cfg, dist_ctx=ctx, progress=False)
-    if ctx is None or ctx.is_main:
-        print(json.dumps({"model": str(result.model_dir), "val_auc": result.best_val_auc}))
+    rows = benchmark(a.procs, steps=a.steps, batch=a.batch, size=(a.size[0], a.size[1]))
+    for r in rows:
+        print(f"procs={r['procs']:.0f} images/s={r['images_per_s']:.2f} "
+              f"per-process={r['per_process']:.2f} efficiency={r['efficiency']:.2f}")
     return 0
 
 

@@ -175,8 +175,9 @@ def export_torchscript(src: Path, dst: Path, *, atol: float = 1e-4) -> ModelCard
     if loaded.card.architecture.kind != "monai":
         raise ModelCardError(f"{src}: already a TorchScript model")
     module = loaded.module
-    if hasattr(module, "set_swish"):
-        module.set_swish(memory_efficient=False)
+    set_swish = getattr(module, "set_swish", None)   # EfficientNetBN only
+    if callable(set_swish):
+        set_swish(memory_efficient=False)
     with warnings.catch_warnings():
         # torch 2.13 marks TorchScript deprecated; it is still the portable format sites ship
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")

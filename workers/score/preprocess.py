@@ -283,7 +283,7 @@ def breast_box(arr: np.ndarray, p: Crop) -> tuple[int, int, int, int]:
     if not comp.any():
         raise PreprocessError("no breast found above the crop threshold")
     rr, cc = np.flatnonzero(comp.any(axis=1)), np.flatnonzero(comp.any(axis=0))
-    mr, mc = int(round(p.margin * h)), int(round(p.margin * w))
+    mr, mc = round(p.margin * h), round(p.margin * w)
     return (max(0, int(rr[0]) * k - mr), min(h, (int(rr[-1]) + 1) * k + mr),
             max(0, int(cc[0]) * k - mc), min(w, (int(cc[-1]) + 1) * k + mc))
 

@@ -16,15 +16,21 @@ Rules that keep the validation figure honest:
 Per epoch: a rich progress bar, a JSON line in ``train_log.jsonl`` (losses, AUCs, images/s) and a
 checkpoint (``checkpoints/last.pt``, and ``best.pt``); ``resume=True`` continues from ``last.pt``.
 The result is a model folder (``OUT/model``: card.yaml + model.pt) whose card carries the weights'
-sha256 and a Device UID derived from them. Past one GPU: ``workers.score.ddp`` (torchrun).
+sha256 and a Device UID derived from them. Past one GPU, each process runs this module's
+``main`` under torchrun: ``torchrun --nproc-per-node N -m workers.score.train DATA LABELS OUT``
+(see ``workers.score.ddp``).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
+import os
+import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +146,8 @@ def read_labels(path: Path) -> dict[str, tuple[int, str | None]]:
             uid, raw = (row.get("study_uid") or "").strip(), (row.get("label") or "").strip()
             lat = (row.get("laterality") or "").strip().upper() or None
             if not uid or raw not in ("0", "1") or lat not in (None, "L", "R"):
-                raise TrainError(f"{path}:{line}: need a study_uid, label 0/1, laterality L/R/blank")
+                raise TrainError(f"{path}:{line}: need a study_uid, label 0/1, "
+                                 "laterality L/R/blank")
             if uid in out:
                 raise TrainError(f"{path}:{line}: study_uid listed twice")
             out[uid] = (int(raw), lat)
@@ -384,3 +391,23 @@ def _progress(enabled: bool) -> Any:
                    MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
     bar.start()
     return bar
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """One rank of a training run (torchrun sets the rank variables), or a single process."""
+    ap = argparse.ArgumentParser(prog="python -m workers.score.train")
+    ap.add_argument("data", type=Path)
+    ap.add_argument("labels", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--config", type=Path, help="TrainConfig as JSON")
+    a = ap.parse_args(argv)
+    cfg = TrainConfig.model_validate_json(a.config.read_text()) if a.config else TrainConfig()
+    ctx = DistContext.from_env(os.environ)   # the entry point: the one place reading them
+    result = train(a.data, a.labels, a.out, cfg, dist_ctx=ctx, progress=False)
+    if ctx is None or ctx.is_main:
+        print(json.dumps({"model": str(result.model_dir), "val_auc": result.best_val_auc}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
