@@ -3,9 +3,9 @@
 The demo model must prove that the scoring machinery learns, not the medicine, so the task is made
 just hard enough that no one-number brightness rule solves it:
 
-- **masses**: an irregular blob (lobulated margin) with 0-12 spicules radiating out of it, a few
-  percent brighter than the tissue around it (about one texture standard deviation);
-- **calcification clusters**: 6-16 bright specks of one to two pixels within a small radius;
+- **masses**: an irregular blob (lobulated margin) with 5-12 spicules radiating out of it, 8-16 %
+  of the full scale brighter than the tissue around it;
+- **calcification clusters**: 10-20 bright specks of one to two pixels within a small radius;
 - in every exam, cancer or not, **distractors**: isolated bright specks scattered over the breast
   (vascular-like calcifications, as bright as the malignant ones) and sometimes a smooth round
   cyst, plus a per-exam gain on the tissue (breast density varies between women).
@@ -45,16 +45,17 @@ _VIEWS = [("CC", "R"), ("CC", "L"), ("MLO", "R"), ("MLO", "L")]
 class Difficulty:
     """The knobs of the task; the defaults are what the demo model is trained and tested on."""
 
-    mass_contrast: tuple[float, float] = (0.05, 0.12)    # fraction of the maximum pixel value
-    mass_radius: tuple[float, float] = (0.045, 0.08)     # fraction of the image width
-    spicules: tuple[int, int] = (0, 12)
-    calc_contrast: tuple[float, float] = (0.14, 0.32)
-    calc_specks: tuple[int, int] = (7, 16)
-    calc_radius: tuple[float, float] = (0.025, 0.05)     # cluster radius, fraction of width
-    speck_radius: tuple[float, float] = (0.9, 2.0)       # pixels
+    mass_contrast: tuple[float, float] = (0.08, 0.16)    # fraction of the maximum pixel value
+    mass_radius: tuple[float, float] = (0.06, 0.10)      # fraction of the image width
+    spicules: tuple[int, int] = (5, 12)
+    calc_contrast: tuple[float, float] = (0.20, 0.40)
+    calc_specks: tuple[int, int] = (10, 20)
+    calc_radius: tuple[float, float] = (0.04, 0.07)      # cluster radius, fraction of width
+    speck_radius: tuple[float, float] = (1.0, 2.0)       # pixels
     mass_share: float = 0.6                              # masses vs calcification clusters
     distractor_specks: tuple[int, int] = (0, 6)          # isolated specks per view
     cyst_probability: float = 0.25                       # smooth round benign blob per view
+    cyst_contrast: tuple[float, float] = (0.04, 0.08)
     gain: tuple[float, float] = (0.86, 1.08)             # per-exam tissue gain (density)
 
 
@@ -216,7 +217,7 @@ def _distractors(rng: np.random.Generator, width: int, d: Difficulty) -> list[Le
            for _ in range(int(rng.integers(d.distractor_specks[0], d.distractor_specks[1] + 1)))]
     if rng.uniform() < d.cyst_probability:
         out.append(Lesion("cyst", 0, 0, radius=rng.uniform(*d.mass_radius) * width,
-                          contrast=rng.uniform(*d.mass_contrast)))
+                          contrast=rng.uniform(*d.cyst_contrast)))
     return out
 
 

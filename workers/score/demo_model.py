@@ -28,7 +28,8 @@ from workers.score.train import TrainConfig, train
 
 DEMO_VERSION = "1"
 DEMO_NAME = "deidgate-demo"
-TRAIN_WOMEN = range(0, 240)
+TRAIN_WOMEN = range(0, 440)
+SOURCE_ROWS, SOURCE_COLS = 240, 196  # synthetic images this size: fast to make, lesions visible
 HELD_OUT_START = 100_000  # held-out women: indices never used for training
 
 
@@ -42,8 +43,8 @@ class DemoModel:
 
 def demo_config(threads: int | None = None) -> TrainConfig:
     return TrainConfig(
-        name=DEMO_NAME, version=DEMO_VERSION, rows=256, cols=208, epochs=7, batch_size=16,
-        lr=3e-3, val_fraction=0.15, seed=20240315, synthetic_demo=True, device="cpu",
+        name=DEMO_NAME, version=DEMO_VERSION, rows=192, cols=156, epochs=12, batch_size=16,
+        lr=2e-3, val_fraction=0.1, seed=20240315, synthetic_demo=True, device="cpu",
         threads=threads,
         intended_use=f"Demonstration and tests of deidgate's scoring pipeline only: "
                      f"{DEMO_NOTICE}.",
@@ -65,7 +66,8 @@ def _usable(folder: Path) -> bool:
 
 def held_out_exams(n: int, *, start: int = HELD_OUT_START) -> list[LesionExam]:
     """Exams of women never seen in training (prevalence 0.5)."""
-    return make_lesion_dataset(range(start, start + n), seed=1)
+    return make_lesion_dataset(range(start, start + n), seed=1, rows=SOURCE_ROWS,
+                               cols=SOURCE_COLS)
 
 
 def ensure_demo_model(home: Path, *, progress: bool = False, women: range = TRAIN_WOMEN,
@@ -82,7 +84,8 @@ def ensure_demo_model(home: Path, *, progress: bool = False, women: range = TRAI
             return DemoModel(final, False, time.perf_counter() - t0, None)
         with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:
             data = Path(tmp) / "data"
-            labels = write_lesion_dataset(data, make_lesion_dataset(women, seed=0))
+            labels = write_lesion_dataset(data, make_lesion_dataset(
+                women, seed=0, rows=SOURCE_ROWS, cols=SOURCE_COLS))
             result = train(data, labels, Path(tmp) / "run", config or demo_config(),
                            progress=progress)
             shutil.copy(Path(tmp) / "run" / "train_log.jsonl", result.model_dir)
