@@ -19,14 +19,14 @@ from workers.score.train import auc
 
 
 def test_demo_model_reaches_auc_0_9_on_held_out_women(demo_home: Path) -> None:
-    assert HELD_OUT_START >= TRAIN_WOMEN.stop
-    exams = held_out_exams(100)
-    assert 30 < sum(e.cancer for e in exams) < 70
+    assert TRAIN_WOMEN.stop <= HELD_OUT_START
+    exams = held_out_exams(160)
+    assert 50 < sum(e.cancer for e in exams) < 110
     scorer = Scorer(load_model(demo_model_dir(demo_home)), batch_size=16, workers=2)
     results = list(scorer.score_exams(ExamInput(e.study_uid, [v.dataset for v in e.views])
                                       for e in exams))
     value = auc([r.score for r in results], [int(e.cancer) for e in exams])
-    print(f"\nheld-out exam AUC of the demo model: {value:.3f}")  # noqa: T201
+    print(f"\nheld-out exam AUC of the demo model: {value:.3f}")
     assert value >= 0.9
     assert all(r.complete and r.model.synthetic_demo for r in results)
     assert {r.category for r in results} >= {"likely_normal", "priority"}

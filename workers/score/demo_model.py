@@ -28,7 +28,7 @@ from workers.score.train import TrainConfig, train
 
 DEMO_VERSION = "1"
 DEMO_NAME = "deidgate-demo"
-TRAIN_WOMEN = range(0, 440)
+TRAIN_WOMEN = range(0, 520)
 SOURCE_ROWS, SOURCE_COLS = 240, 196  # synthetic images this size: fast to make, lesions visible
 HELD_OUT_START = 100_000  # held-out women: indices never used for training
 
@@ -43,7 +43,7 @@ class DemoModel:
 
 def demo_config(threads: int | None = None) -> TrainConfig:
     return TrainConfig(
-        name=DEMO_NAME, version=DEMO_VERSION, rows=192, cols=156, epochs=12, batch_size=16,
+        name=DEMO_NAME, version=DEMO_VERSION, rows=192, cols=156, epochs=16, batch_size=16,
         lr=2e-3, val_fraction=0.1, seed=20240315, synthetic_demo=True, device="cpu",
         threads=threads,
         intended_use=f"Demonstration and tests of deidgate's scoring pipeline only: "
