@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from synthetic.lesions import make_lesion_dataset, write_lesion_dataset
 from tests.score.test_train import tiny_config
 from workers.score.card import DEMO_NOTICE
@@ -67,6 +69,7 @@ def test_train_command(tmp_path: Path) -> None:
     assert res.returncode == 2 and "bad.csv:2:" in res.stderr
 
 
+@pytest.mark.timeout(1800)  # may train the demo model first
 def test_demo_command_reuses_the_cached_model_and_says_what_it_is(demo_home: Path) -> None:
     res = run_cli(demo_home, "model", "demo")
     assert res.returncode == 0, res.stderr

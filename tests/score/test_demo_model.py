@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from workers.score.card import DEMO_NOTICE, load_card
 from workers.score.demo_model import (
     HELD_OUT_START,
@@ -18,6 +20,7 @@ from workers.score.models import load_model
 from workers.score.train import auc
 
 
+@pytest.mark.timeout(1800)  # the session fixture trains the demo model (minutes)
 def test_demo_model_reaches_auc_0_9_on_held_out_women(demo_home: Path) -> None:
     assert TRAIN_WOMEN.stop <= HELD_OUT_START
     exams = held_out_exams(160)
@@ -32,6 +35,7 @@ def test_demo_model_reaches_auc_0_9_on_held_out_women(demo_home: Path) -> None:
     assert {r.category for r in results} >= {"likely_normal", "priority"}
 
 
+@pytest.mark.timeout(1800)
 def test_demo_model_is_cached_and_labelled(demo_home: Path) -> None:
     folder = demo_model_dir(demo_home)
     before = (folder / "model.pt").stat().st_mtime_ns
