@@ -31,7 +31,7 @@ def _register_all() -> None:
     import service.cli as pkg
 
     for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        if mod.name in {"main", "common", "model_eval"}:  # model_eval: under `deidgate model`
+        if mod.name in {"main", "common", "model_eval"}:  # model_eval: under `model` (model.py)
             continue
         module = importlib.import_module(f"service.cli.{mod.name}")
         register = getattr(module, "register", None)
