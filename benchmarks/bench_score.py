@@ -162,7 +162,7 @@ def main() -> int:
     if a.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
         return 2
-    from workers.score.demo_model import ensure_demo_model
+    from synthetic.demo_model import ensure_demo_model
 
     demo = ensure_demo_model(a.home, progress=sys.stderr.isatty())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {a.device}"

@@ -96,8 +96,8 @@ def train_cmd(
 @model_app.command("demo")
 def demo(ctx: typer.Context) -> None:
     """Build (first time, a few minutes on the CPU) or reuse the synthetic demo model."""
+    from synthetic.demo_model import ensure_demo_model
     from workers.score.card import load_card
-    from workers.score.demo_model import ensure_demo_model
 
     home = state(ctx).settings.home
     result = ensure_demo_model(home, progress=is_tty())

@@ -47,7 +47,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder holding the trained demo model (trained here, once per session)."""
-    from workers.score.demo_model import ensure_demo_model
+    from synthetic.demo_model import ensure_demo_model
 
     home = tmp_path_factory.mktemp("demo-home")
     t0 = time.perf_counter()

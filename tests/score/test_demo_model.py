@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from workers.score.card import DEMO_NOTICE, load_card
-from workers.score.demo_model import (
+from synthetic.demo_model import (
     HELD_OUT_START,
     TRAIN_WOMEN,
     demo_model_dir,
     ensure_demo_model,
     held_out_exams,
 )
+from workers.score.card import DEMO_NOTICE, load_card
 from workers.score.infer import ExamInput, Scorer
 from workers.score.models import load_model
 from workers.score.train import auc
