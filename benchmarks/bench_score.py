@@ -4,7 +4,7 @@ Printed side by side in one run (medians of ``--rounds``), for two models:
 
 - ``b0@1024x832``: EfficientNetBN-b0 (random init, pretrained=False) at 1024 x 832, the issue's
   baseline (0.75 images/s at batch 4 on this 2-core CPU, torch 2.13 / MONAI 1.6);
-- ``demo``: the synthetic demo model (``workers/score/demo_model.py``; trained first if absent).
+- ``demo``: the synthetic demo model (``synthetic/demo_model.py``; trained first if absent).
 
 Rows: ``forward bN``: a plain ``model(x)`` on ready tensors, batch N (the reference);
 ``scorer``: ``Scorer.score_exams`` from DICOM files on disk (full-size 4096 x 3328 synthetic
