@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     max_pdu: int = 1_048_576
     spool_free_floor_mb: int = 1024
+    dicom_max_inflated_mb: int = Field(
+        default=256, gt=0,
+        description="largest inflated size of a Deflated Explicit VR Little Endian data set the "
+                    "listener inflates to check it; past it the C-STORE is refused (0xC000)")
     listener_processes: int = Field(
         default=0, ge=0,
         description="listener processes sharing the port (SO_REUSEPORT); 0 = min(2, CPUs): "

@@ -25,6 +25,7 @@ from service.core.keys import SiteKeys
 from service.db.models.dicom import AssociationAttempt
 from service.db.session import get_sessionmaker, session_scope
 from service.dicom import admin, pynetdicom_patch
+from service.dicom.dataset_check import MAX_INFLATED_BYTES
 from service.dicom.orphans import recover_orphans
 from service.dicom.receive_stream import StreamWriter
 from service.dicom.sopclasses import STORAGE, TRANSFER_SYNTAXES, VERIFICATION
@@ -99,6 +100,7 @@ class ListenerConfig:
     allow_cache_s: float = 5.0
     stream_writes: bool = True  # write to the spool as PDUs arrive (receive_stream)
     reuse_port: bool = False  # SO_REUSEPORT: processes share the port (listener_group)
+    max_inflated_bytes: int = MAX_INFLATED_BYTES  # a deflated data set's cap (deflate bombs)
 
 
 class _ReusePortServer(ThreadedAssociationServer):
@@ -148,7 +150,7 @@ class Listener(Serving):
         self.db_url = db_url
         self.stream = StreamWriter(spool) if config.stream_writes else None
         self.sink = StoreSink(db_url=db_url, keys=keys, spool=spool, on_stored=on_stored,
-                              stream=self.stream)
+                              stream=self.stream, max_inflated=config.max_inflated_bytes)
         self.allow_list = AllowList(db_url, ttl=config.allow_cache_s)
         self._server: ThreadedAssociationServer | None = None
 
@@ -263,7 +265,8 @@ def config_from_settings(settings: Settings, *, db_url: str,
         admin.seed_from_settings(s, settings)
         local = admin.get_local_ae(s, settings)
     conf = ListenerConfig(ae_title=local.ae_title, host=local.host, port=local.port,
-                          max_pdu=local.max_pdu)
+                          max_pdu=local.max_pdu,
+                          max_inflated_bytes=settings.dicom_max_inflated_mb << 20)
     for k, v in overrides.items():
         setattr(conf, k, v)
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
