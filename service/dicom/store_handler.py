@@ -23,7 +23,7 @@ from service.db.states import ReceivedStatus
 from service.dicom.dataset_check import MAX_INFLATED_BYTES, Malformed, read_header
 from service.dicom.elements import part10_prefix
 from service.dicom.receive_stream import StreamWriter
-from service.dicom.sopclasses import IMAGE_CLASSES, STORAGE
+from service.dicom.sopclasses import IMAGE_CLASSES
 from service.dicom.spool import Spool, SpoolFull
 from service.dicom.uid_keys import uid_key
 
@@ -64,8 +64,6 @@ class StoreSink:
         req = event.request
         sop_class = str(req.AffectedSOPClassUID)
         calling = event.assoc.requestor.ae_title.strip()
-        if sop_class not in STORAGE:
-            return SOP_CLASS_NOT_SUPPORTED
         stream: BytesIO = req.DataSet
         data = stream.getbuffer()
         part = self.stream.take(event.assoc, str(req.AffectedSOPInstanceUID)) \
