@@ -34,6 +34,10 @@ MAMMOGRAPHY: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.13.1.5": "Breast Projection X-Ray Image Storage - For Processing",
 }
 
+#: The Modality (0008,0060) a series of these classes carries: how a policy that accepts a list
+#: of classes becomes a SERIES-level filter (every breast imaging class is "MG").
+MODALITY_OF: dict[str, str] = dict.fromkeys(MAMMOGRAPHY, "MG")
+
 OTHER_STORAGE: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.1": "Computed Radiography Image Storage",
     "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",

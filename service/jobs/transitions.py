@@ -122,9 +122,12 @@ def claim_study(session: Session, study_id: int, stale_s: int) -> JobStudy | Non
 
 def retrieval_finished(
     session: Session, study_id: int, *, complete: bool, reason: str | None,
-    expected: int | None = None,
+    expected: int | None = None, skipped: int = 0, skipped_reason: str | None = None,
 ) -> None:
-    values: dict[str, Any] = {"retrieved": True}
+    """``expected`` is then the count of what was asked for: a study whose series were
+    skipped by the filter is complete once the series it kept have arrived."""
+    values: dict[str, Any] = {"retrieved": True, "skipped": skipped,
+                              "skipped_reason": skipped_reason}
     if expected is not None:
         values["expected"] = expected
     if complete:
