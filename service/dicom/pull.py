@@ -464,8 +464,12 @@ class _Attempt:
             return r
         r.status = "failed"
         self._tell("failed")
-        log.warning("study %s failed: %s (%d of %s received)", r.study_key[:12], r.reason,
-                    r.received, r.expected)
+        if r.reason == "cancelled":  # on request: the study is already cancelled, not failed
+            log.info("study %s: retrieval stopped on cancel (%d of %s received)",
+                     r.study_key[:12], r.received, r.expected)
+        else:
+            log.warning("study %s failed: %s (%d of %s received)", r.study_key[:12], r.reason,
+                        r.received, r.expected)
         return r
 
     def _missing(self, have: set[str]) -> dict[str, list[str]]:
