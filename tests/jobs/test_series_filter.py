@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from service.core.config import Settings
@@ -59,3 +61,21 @@ def test_submitted_option_is_kept_and_shown(settings: Settings, site_keys: SiteK
     assert view is not None and view.modalities == ["MG", "CT"]
     assert plain is not None and plain.modalities is None
     assert view.counts.instances_skipped == 0
+
+
+def test_cli_submit_takes_modalities(home: Path, jobs_db: str) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli.main import app
+
+    env = {"DEIDGATE_HOME": str(home), "DEIDGATE_DATABASE_URL": jobs_db}
+    res = CliRunner().invoke(app, ["job", "submit", "--pacs", "pacs1", "--accession", "ACC9",
+                                   "--modalities", "MG, CT"], env=env)
+    assert res.exit_code == 0, res.output
+    job_id = res.output.strip().splitlines()[-1]
+    with session_scope(jobs_db) as s:
+        view = ops.get_job(s, job_id)
+    assert view is not None and view.modalities == ["MG", "CT"]
+    bad = CliRunner().invoke(app, ["job", "submit", "--pacs", "pacs1", "--accession", "ACC9",
+                                   "--modalities", "M G"], env=env)
+    assert bad.exit_code != 0 and "modalities[0]" in bad.output
