@@ -282,12 +282,21 @@ class _CancelWatch:
                 self.assoc.send_c_cancel(self.msg_id, query_model=self.model)
             except Exception:
                 log.warning("C-CANCEL could not be sent; aborting the association")
-                self.assoc.abort()
+                self._abort()
                 return
             if not self._done.wait(self.grace):
                 log.warning("the PACS went on after C-CANCEL; aborting the association")
-                self.assoc.abort()
+                self._abort()
             return
+
+    def _abort(self) -> None:
+        """A-ABORT, then wake the move's response loop: pynetdicom's generator waits on its
+        DIMSE queue for up to the DIMSE timeout and a local abort puts nothing there; the
+        (None, None) it would get on that timeout ends the loop now."""
+        self.assoc.abort()
+        q = getattr(getattr(self.assoc, "dimse", None), "msg_queue", None)
+        if q is not None:
+            q.put((None, None))
 
 
 def _pull(node: NodeConfig, study_uid: str, plan: dict[str, list[str]] | None, *, local_ae: str,
