@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from service.core.config import Settings, load_settings
 from service.core.errors import ConfigurationError, DeidgateError
 from service.core.keys import SiteKeys
+from service.core.queues import node_name
 from service.db.session import session_scope
 
 T = TypeVar("T")
@@ -37,7 +38,7 @@ class _State:
             from service.db.migrate import ensure_schema
 
             self.settings.home.mkdir(parents=True, exist_ok=True)
-            ensure_schema(self.settings.db_url)
+            ensure_schema(self.settings.db_url, default_node=node_name(self.settings))
             self._db_ready = True
         return self.settings.db_url
 

@@ -267,5 +267,4 @@ def config_from_settings(settings: Settings, *, db_url: str,
     for k, v in overrides.items():
         setattr(conf, k, v)
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
-    return conf, Spool(settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20,
-                       quarantine=settings.quarantine_dir)
+    return conf, Spool.for_settings(settings)

@@ -112,6 +112,7 @@ class StoreSink:
             sop_class_uid=sop_class,
             transfer_syntax=ts,
             spool_path=str(path),
+            node=self.spool.node,
             calling_ae=calling[:16],
             size_bytes=size,
             status=ReceivedStatus.RECEIVED,

@@ -71,6 +71,9 @@ class ReceivedInstance(Base):
     sop_class_uid: Mapped[str] = mapped_column(String(64))  # a standard class, not PHI
     transfer_syntax: Mapped[str] = mapped_column(String(64))
     spool_path: Mapped[str] = mapped_column(String(1024))
+    # the host whose spool holds the file (``queues.node_name``): its de-identification is
+    # routed to ``deid.<node>`` whoever enqueues it (a sweep, a retry on another host)
+    node: Mapped[str] = mapped_column(String(64), index=True)
     calling_ae: Mapped[str] = mapped_column(String(16))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[datetime] = mapped_column(TS, default=utcnow, index=True)
