@@ -1,4 +1,5 @@
-"""dicom_received_instances.node: the host whose spool holds the identified file.
+"""Several hosts: dicom_received_instances.node (the host whose spool holds the identified file)
+and dicom_association_leases (the per-PACS association limit, across processes and hosts).
 
 Whoever links or re-sends an instance (a retrieve task on the default queue, a sweep, a retry on
 another host) must route its de-identification to the queue of the host holding the file, not
@@ -40,9 +41,17 @@ def upgrade() -> None:
     with op.batch_alter_table("dicom_received_instances") as batch:
         batch.alter_column("node", existing_type=sa.String(64), nullable=False)
         batch.create_index("ix_dicom_received_instances_node", ["node"])
+    op.create_table(
+        "dicom_association_leases",
+        sa.Column("peer", sa.String(160), primary_key=True),
+        sa.Column("slot", sa.Integer, primary_key=True),
+        sa.Column("holder", sa.String(96), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("dicom_association_leases")
     with op.batch_alter_table("dicom_received_instances") as batch:
         batch.drop_index("ix_dicom_received_instances_node")
         batch.drop_column("node")

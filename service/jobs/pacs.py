@@ -7,7 +7,7 @@ machine's terms. The jobs area owns them: the tasks in ``workers.tasks`` only ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from service.core.keys import SiteKeys
 from service.db.session import get_sessionmaker
 from service.dicom import admin
 from service.dicom.find import StudyMatch, find_studies
+from service.dicom.leases import Leases
 from service.dicom.pull import PullContext, RetryPolicy, retrieve_study
 from service.dicom.scu import PacsError
 from service.jobs.transitions import FoundStudy
@@ -43,8 +44,11 @@ class PermanentPacsFailure(DeidgateError):
 
 
 def _node(settings: Settings, name: str) -> tuple[admin.NodeConfig, str]:
+    """The node, its association limit counted in the database: the workers pulling from it
+    run on several processes and hosts."""
     with get_sessionmaker(settings.db_url)() as s:
-        return admin.get_node(s, name), admin.get_local_ae(s, settings).ae_title
+        node, local = admin.get_node(s, name), admin.get_local_ae(s, settings).ae_title
+    return replace(node, leases=Leases(settings.db_url)), local
 
 
 def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundStudy]:

@@ -83,6 +83,20 @@ class ReceivedInstance(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class AssociationLease(Base):
+    """One open association to a PACS, held by one process on one host until ``expires_at``
+    (renewed while it lasts). The per-node association limit is the number of slots: a slot is
+    taken by a conditional insert, or an update of an expired lease (its holder died), so every
+    process on every host counts against the same limit."""
+
+    __tablename__ = "dicom_association_leases"
+
+    peer: Mapped[str] = mapped_column(String(160), primary_key=True)  # "AE@host:port"
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(96))  # host:pid:random, for the operator
+    expires_at: Mapped[datetime] = mapped_column(TS)
+
+
 class AssociationAttempt(Base):
     """A refused association (who tried, from where, why); holds no patient data."""
 
