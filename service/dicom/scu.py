@@ -30,13 +30,12 @@ PENDING = (0xFF00, 0xFF01)  # DIMSE "pending" statuses: more answers follow
 
 class PacsError(Retryable):
     """A PACS conversation failed. ``permanent`` failures are not retried (a configuration
-    problem such as our AE being unknown to the PACS)."""
+    problem such as our AE being unknown to the PACS); the base task decides what that means."""
 
     code = "pacs-error"
 
     def __init__(self, reason: str, *, code: str, permanent: bool = False) -> None:
-        super().__init__(reason, code=code)
-        self.permanent = permanent
+        super().__init__(reason, code=code, permanent=permanent)
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,13 @@ from pydicom import dcmread
 from pynetdicom import AE
 
 from service.core.config import Settings
-from service.core.errors import DeidgateError, Retryable
+from service.core.errors import Retryable
 from service.core.keys import SiteKeys
 from service.db.session import get_sessionmaker
 from service.dicom import admin
 from service.dicom.find import StudyMatch, find_studies
 from service.dicom.leases import Leases
 from service.dicom.pull import PullContext, RetryPolicy, retrieve_study
-from service.dicom.scu import PacsError
 from service.jobs.transitions import FoundStudy
 
 STORED = (0x0000, 0xB000, 0xB007, 0xB006)  # success and the C-STORE warnings
@@ -37,12 +36,6 @@ class RetrieveOutcome:
     retry_in: float | None = None  # not final: try again after this many seconds
 
 
-class PermanentPacsFailure(DeidgateError):
-    """The PACS refuses for a reason retrying cannot fix (our AE unknown to it, say)."""
-
-    code = "pacs-refused"
-
-
 def _node(settings: Settings, name: str) -> tuple[admin.NodeConfig, str]:
     """The node, its association limit counted in the database: the workers pulling from it
     run on several processes and hosts."""
@@ -54,13 +47,8 @@ def _node(settings: Settings, name: str) -> tuple[admin.NodeConfig, str]:
 def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundStudy]:
     """C-FIND through the DICOM area's SCU (study, series or instance level counts)."""
     node, local = _node(settings, pacs)
-    try:
-        found = find_studies(node, request, local_ae=local,
-                             keys=SiteKeys.for_settings(settings))
-    except PacsError as exc:
-        if exc.permanent:
-            raise PermanentPacsFailure(f"{exc.code}: {exc.reason}") from None
-        raise
+    # a PacsError marked permanent goes up as it is: the base task fails the job with it
+    found = find_studies(node, request, local_ae=local, keys=SiteKeys.for_settings(settings))
     return [FoundStudy(study_uid=f.study_uid, expected=f.expected) for f in found]
 
 
