@@ -16,7 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DEIDGATE_", extra="ignore", frozen=False)
+    # a rejected value never appears in the error (a URL with a password, a patient's name in
+    # a path): errors name the setting and the rule
+    model_config = SettingsConfigDict(env_prefix="DEIDGATE_", extra="ignore", frozen=False,
+                                      hide_input_in_errors=True)
 
     home: Path = Field(default=Path("./deidgate-data"), description="data folder")
     database_url: str | None = Field(

@@ -20,6 +20,7 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
+from service.core import logs
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.db.models.dicom import AssociationAttempt
@@ -275,22 +276,22 @@ class Listener(Serving):
         peer = str(assoc.requestor.address)
         try:
             ok = self.allow_list.allowed(calling, peer)
-        except Exception:  # database unreachable: fail closed, transiently
-            log.exception("allow-list unavailable; rejecting association")
+        except Exception as exc:  # database unreachable: fail closed, transiently
+            log.error("allow-list unavailable; rejecting association (%s)", logs.failure(exc))
             assoc.acse.send_reject(0x02, 0x01, 0x01)
             assoc.kill()
             return
         if ok:
             _accept_as_offered(assoc)
             return
-        log.warning("rejecting association from AE %r at %s: calling AE not allowed", calling,
+        log.warning("rejecting association from AE %s at %s: calling AE not allowed", calling,
                     peer)
         try:  # recorded before the answer, so the record exists once the peer knows
             with session_scope(self.db_url) as s:
                 s.add(AssociationAttempt(calling_ae=calling[:16], called_ae=called[:16],
                                          peer_host=peer[:255], reason="calling-ae-not-allowed"))
-        except Exception:
-            log.exception("could not record a rejected association")
+        except Exception as exc:
+            log.error("could not record a rejected association (%s)", logs.failure(exc))
         assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
         assoc.kill()  # as pynetdicom does itself: lets the DUL send the RJ before closing
 
@@ -307,5 +308,4 @@ def config_from_settings(settings: Settings, *, db_url: str,
     for k, v in overrides.items():
         setattr(conf, k, v)
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
-    return conf, Spool(settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20,
-                       quarantine=settings.quarantine_dir)
+    return conf, Spool.for_settings(settings)

@@ -151,8 +151,8 @@ class PullContext:
         keys = SiteKeys.for_settings(settings)
         sink = None
         if node.retrieve == "get":
-            sink = StoreSink(db_url=settings.db_url, keys=keys, spool=Spool(
-                settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20))
+            # this host's spool: the files' rows name this node, de-identified here
+            sink = StoreSink(db_url=settings.db_url, keys=keys, spool=Spool.for_settings(settings))
         return cls(local_ae, keys, functools.partial(received_keys, settings.db_url), sink)
 
 

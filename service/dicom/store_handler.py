@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from service.core import logs
 from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.session import get_sessionmaker
@@ -56,8 +57,8 @@ class StoreSink:
         """pynetdicom EVT_C_STORE handler; returns the precise DIMSE status."""
         try:
             return self._store(event)
-        except Exception:  # never let the library answer a vague 0xC211; log without PHI
-            log.exception("C-STORE failed unexpectedly")
+        except Exception as exc:  # never let the library answer a vague 0xC211
+            log.error("C-STORE failed unexpectedly (%s)", logs.failure(exc))  # never its text
             return OUT_OF_RESOURCES
 
     def _store(self, event: Any) -> int:
@@ -112,6 +113,7 @@ class StoreSink:
             sop_class_uid=sop_class,
             transfer_syntax=ts,
             spool_path=str(path),
+            node=self.spool.node,
             calling_ae=calling[:16],
             size_bytes=size,
             status=ReceivedStatus.RECEIVED,
@@ -130,8 +132,8 @@ class StoreSink:
         if self.on_stored is not None:
             try:
                 self.on_stored(row.id)
-            except Exception:  # durable and recorded as "received": a sweep re-queues it
-                log.exception("on_stored hook failed for instance %d", row.id)
+            except Exception as exc:  # durable and recorded as "received": a sweep re-queues it
+                log.error("on_stored hook failed for instance %d (%s)", row.id, logs.failure(exc))
         return SUCCESS
 
     def _row_names(self, sop_key: str, path: Path) -> bool:

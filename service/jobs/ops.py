@@ -17,7 +17,7 @@ from service.audit.store import AuditStore
 from service.core.config import Settings
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
-from service.core.queues import TaskName
+from service.core.queues import TASKS, TaskName, node_name
 from service.db.base import utcnow
 from service.db.models.jobs import DeadLetter, Job, JobInstance, JobStudy
 from service.db.states import (
@@ -28,8 +28,8 @@ from service.db.states import (
     StudyState,
 )
 from service.dicom import admin
-from service.jobs.recovery import revive
-from service.jobs.routing import enqueue
+from service.jobs.recovery import WORK, revive
+from service.jobs.routing import enqueue, enqueue_deidentify, instance_nodes
 from service.jobs.schemas import (
     Counts,
     DeadLetterView,
@@ -213,8 +213,8 @@ def retry_job(
             enqueue(settings, TaskName.RESOLVE_JOB, job_id)
         for sid in redo_studies:
             enqueue(settings, TaskName.RETRIEVE_STUDY, sid)
-        for iid in redo_inst:
-            enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, iid)
+        # on the node holding each file, not the retrier's
+        enqueue_deidentify(settings, instance_nodes(session, redo_inst))
         if not redo_studies and not redo_inst and new_state != JobState.QUEUED:
             enqueue(settings, TaskName.SWEEP)
     return _view(session, _load(session, job_id))
@@ -243,7 +243,10 @@ def retry_dead_letter(
     revive(session, dl)
     session.commit()
     session.refresh(dl)
-    enqueue(settings, TaskName(dl.task), dl.target)
+    task = TaskName(dl.task)
+    node = WORK[task].node(session, dl.target) if TASKS[task].on_node else None
+    enqueue(settings, task, dl.target,
+            node=node or (node_name(settings) if TASKS[task].on_node else None))
     log.info("dead letter %d (%s) retried by %s", dl.id, dl.task, actor)
     return _dl_view(dl)
 

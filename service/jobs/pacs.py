@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,13 @@ from pydicom import dcmread
 from pynetdicom import AE
 
 from service.core.config import Settings
-from service.core.errors import DeidgateError, Retryable
+from service.core.errors import Retryable
 from service.core.keys import SiteKeys
 from service.db.session import get_sessionmaker
 from service.dicom import admin
 from service.dicom.find import SeriesFilter, StudyMatch, find_studies
+from service.dicom.leases import Leases
 from service.dicom.pull import PullContext, RetryPolicy, retrieve_study
-from service.dicom.scu import PacsError
 from service.jobs.transitions import FoundStudy
 
 STORED = (0x0000, 0xB000, 0xB007, 0xB006)  # success and the C-STORE warnings
@@ -40,27 +40,19 @@ class RetrieveOutcome:
     skipped_reason: str | None = None  # per skipped series: modality, count, why (PHI-free)
 
 
-class PermanentPacsFailure(DeidgateError):
-    """The PACS refuses for a reason retrying cannot fix (our AE unknown to it, say)."""
-
-    code = "pacs-refused"
-
-
 def _node(settings: Settings, name: str) -> tuple[admin.NodeConfig, str]:
+    """The node, its association limit counted in the database: the workers pulling from it
+    run on several processes and hosts."""
     with get_sessionmaker(settings.db_url)() as s:
-        return admin.get_node(s, name), admin.get_local_ae(s, settings).ae_title
+        node, local = admin.get_node(s, name), admin.get_local_ae(s, settings).ae_title
+    return replace(node, leases=Leases(settings.db_url)), local
 
 
 def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundStudy]:
     """C-FIND through the DICOM area's SCU (study, series or instance level counts)."""
     node, local = _node(settings, pacs)
-    try:
-        found = find_studies(node, request, local_ae=local,
-                             keys=SiteKeys.for_settings(settings))
-    except PacsError as exc:
-        if exc.permanent:
-            raise PermanentPacsFailure(f"{exc.code}: {exc.reason}") from None
-        raise
+    # a PacsError marked permanent goes up as it is: the base task fails the job with it
+    found = find_studies(node, request, local_ae=local, keys=SiteKeys.for_settings(settings))
     return [FoundStudy(study_uid=f.study_uid, expected=f.expected) for f in found]
 
 

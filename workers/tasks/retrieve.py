@@ -12,14 +12,14 @@ from typing import Any
 
 from celery import shared_task
 
-from service.core.queues import TaskName, node_name
+from service.core.queues import TaskName
 from service.db.models.jobs import Job, JobStudy
 from service.db.session import get_sessionmaker, session_scope
 from service.db.states import JobState, StudyState
 from service.dicom.find import SeriesFilter
 from service.dicom.sopclasses import MODALITY_OF
 from service.jobs import pacs
-from service.jobs.routing import enqueue
+from service.jobs.routing import enqueue_deidentify
 from service.jobs.schemas import unseal
 from service.jobs.transitions import (
     adopt_known,
@@ -97,11 +97,10 @@ def retrieve_study(self: DeidgateTask, study_id: int) -> dict[str, Any]:
     if outcome.retry_in is not None:
         self.retry_later((study_id,), outcome.retry_in)
     with self.session() as s:
-        todo = adopt_known(s, study_id, node=node_name(settings))
+        todo = adopt_known(s, study_id)  # (instance, the node holding its file)
         retrieval_finished(s, study_id, complete=outcome.complete, reason=outcome.reason,
                            expected=outcome.expected, skipped=outcome.skipped,
                            skipped_reason=outcome.skipped_reason)
-    for iid in todo:
-        enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, iid)
+    enqueue_deidentify(settings, todo)
     after_instance(settings, study_id, job_id)
     return {"status": "ok", "complete": outcome.complete}
