@@ -25,7 +25,7 @@ from service.dicom.uid_keys import uid_key
 from service.jobs import ops, recovery
 from service.jobs.transitions import FoundStudy, add_studies, check_study, claim_job
 from synthetic.lesions import make_lesion_exam
-from tests.jobs.conftest import jobs_db, submit  # noqa: F401 - the fixture
+from tests.jobs.conftest import submit
 from tests.score.conftest import make_tiny_model
 from workers.score.infer import _cached_model
 from workers.score.sr import CATEGORY_CODE, SCORE_CODE
@@ -155,7 +155,7 @@ def test_identical_input_and_model_give_identical_scores(scoring: Settings,
                                                          site_keys: SiteKeys) -> None:
     settings = scoring
     paths = _write_views(settings, 2)
-    _, sid, exam = _study(settings, site_keys, paths)
+    _, sid, _ = _study(settings, site_keys, paths)
     first = score_study(settings, sid)
     with session_scope(settings.db_url) as s:
         a = s.get(ScoreResult, first.result_id)
@@ -217,7 +217,7 @@ def test_rescoring_with_another_model_keeps_the_old_result(
 def test_without_a_model_nothing_is_scored(settings: Settings, jobs_db: str,
                                            site_keys: SiteKeys) -> None:
     assert not scoring_enabled(settings)
-    job_id, sid, _ = _study(settings, site_keys, _write_views(settings, 5), score=False)
+    _, sid, _ = _study(settings, site_keys, _write_views(settings, 5), score=False)
     assert not enqueue_scoring(settings, sid)
     with session_scope(settings.db_url) as s:
         assert s.get(JobStudy, sid).state == StudyState.COMPLETE  # type: ignore[union-attr]
@@ -227,7 +227,7 @@ def test_without_a_model_nothing_is_scored(settings: Settings, jobs_db: str,
 def test_sweep_resends_a_lost_score_task_and_dead_letter_completes_unscored(
         scoring: Settings, site_keys: SiteKeys) -> None:
     settings = scoring
-    job_id, sid, _ = _study(settings, site_keys, _write_views(settings, 6))
+    _, sid, _ = _study(settings, site_keys, _write_views(settings, 6))
     with get_sessionmaker(settings.db_url)() as s:
         assert recovery.sweep(s, stale_s=300, score=True).scoring == []  # fresh: not picked
         s.execute(update(JobStudy).where(JobStudy.id == sid)
@@ -244,3 +244,26 @@ def test_sweep_resends_a_lost_score_task_and_dead_letter_completes_unscored(
         st = s.get(JobStudy, sid)
         assert st is not None and st.state == StudyState.COMPLETE
         assert st.reason == "not scored: internal: RuntimeError"
+
+
+def test_sr_is_stored_to_a_real_pacs(scoring: Settings, site_keys: SiteKeys,
+                                     tmp_path: Path) -> None:
+    """The SR goes by C-STORE to the configured node (Orthanc), beside nothing else."""
+    from service.dicom import admin
+    from tests.peers.orthanc import orthanc_server
+
+    settings = scoring
+    with orthanc_server(tmp_path / "orthanc") as orthanc:
+        with session_scope(settings.db_url) as s:
+            admin.add_node(s, "viewer", ae_title=orthanc.ae_title, host="127.0.0.1",
+                           port=orthanc.dicom_port)
+        settings.score_sr_node = "viewer"
+        _, sid, exam = _study(settings, site_keys, _write_views(settings, 7))
+        out = score_study(settings, sid)
+        assert out.status == "scored" and out.sr_sent == ("viewer",)
+        [inst] = orthanc.instances()
+        tags = orthanc._req("GET", f"/instances/{inst}/simplified-tags")
+        assert tags["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.88.33"
+        assert tags["StudyInstanceUID"] == exam
+        assert tags["SOPInstanceUID"] == pydicom.dcmread(out.sr_path).SOPInstanceUID
+        assert tags["VerificationFlag"] == "UNVERIFIED"
