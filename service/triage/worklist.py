@@ -144,9 +144,9 @@ def _filters(f: Filters, as_of: datetime) -> list[ColumnElement[bool]]:
 
 
 def _over(as_of: datetime, ceiling: timedelta) -> ColumnElement[bool]:
-    """Unread at ``as_of`` and arrived before ``as_of - ceiling``."""
+    """Unread at ``as_of`` and waiting longer than ``ceiling`` (strictly)."""
     unread = or_(TriageEntry.read_at.is_(None), TriageEntry.read_at > as_of)
-    return and_(unread, TriageEntry.arrived_at <= _minus(as_of, ceiling))
+    return and_(unread, TriageEntry.arrived_at < _minus(as_of, ceiling))
 
 
 def _views(raw: Any) -> tuple[View, ...]:
@@ -188,7 +188,7 @@ def _row(entry: TriageEntry, result: ScoreResult | None, *, as_of: datetime,
         scored_at=entry.scored_at, arrived_at=arrived, read_at=read_at, read_by=entry.read_by,
         has_accession=bool(entry.accession_pseudonym),
         waiting_s=waiting,
-        over_ceiling=not read_then and arrived <= _minus(as_of, ceiling),
+        over_ceiling=not read_then and arrived < _minus(as_of, ceiling),
         rank=rank,
     )
 
