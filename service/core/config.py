@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     web_login_max_failures: int = Field(default=5, ge=1, description="per account per window")
     web_login_max_failures_per_client: int = Field(
         default=20, ge=1, description="per client address per window")
+    # Triage worklist (service.triage): an unread exam waiting longer than this rises to the
+    # top whatever its score, so prioritisation never starves a low-scored exam.
+    triage_max_wait_minutes: int = Field(
+        default=4320, ge=1, le=525_600, description="maximum wait before an exam goes first")
 
     @field_validator("home", mode="after")
     @classmethod
