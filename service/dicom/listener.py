@@ -60,15 +60,15 @@ def _accept_as_offered(assoc: Any) -> None:
     ``_storage_service_for_unknown``, so that their C-STORE reaches ``StoreSink``."""
     ours = [str(t) for t in TRANSFER_SYNTAXES]
     supported = {str(cx.abstract_syntax): cx for cx in assoc.acceptor.supported_contexts}
-    contexts: dict[str, PresentationContext] = {}
+    offers: dict[str, list[str]] = {}  # a class may come in several contexts (one per syntax)
     for rq in assoc.requestor.primitive.presentation_context_definition_list:
-        uid = str(rq.abstract_syntax)
-        if uid in contexts:
-            continue
+        have = offers.setdefault(str(rq.abstract_syntax), [])
+        have += [str(t) for t in rq.transfer_syntax if str(t) not in have]
+    contexts: dict[str, PresentationContext] = {}
+    for uid, offered in offers.items():
         known = supported.get(uid)
         if known is None and not storage_like(uid):
             continue  # a service we do not offer (Q/R, print, ...): rejected as before
-        offered = [str(t) for t in rq.transfer_syntax]
         accepted = [t for t in offered if t in ours or readable_syntax(t)]
         cx = PresentationContext()
         cx.abstract_syntax = uid

@@ -156,6 +156,15 @@ def test_every_storage_class_is_accepted_as_offered(sqlite_db: str, site_keys: S
     rows = _rows(sqlite_db)
     assert [(r.sop_class_uid, r.transfer_syntax) for r in rows] == [
         ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1"), (PRIVATE_CLASS, HTJ2K_LOSSLESS)]
+    # one class in two contexts, big endian (not readable) first: accepted in the second
+    ae = AE(ae_title="FAULTY")
+    ae.add_requested_context(PRIVATE_CLASS, ["1.2.840.10008.1.2.2"])
+    ae.add_requested_context(PRIVATE_CLASS, [HTJ2K_LOSSLESS])
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title="DEIDGATE")
+    try:
+        assert [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts] == [HTJ2K_LOSSLESS]
+    finally:
+        assoc.release()
     # a service we do not offer is still refused at negotiation (only storage is promiscuous)
     ae = AE(ae_title="FAULTY")
     ae.add_requested_context("1.2.840.10008.5.1.4.1.2.2.2")  # Q/R MOVE
