@@ -21,10 +21,10 @@ from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.session import get_sessionmaker
 from service.db.states import ReceivedStatus
-from service.dicom.dataset_check import Malformed, read_header
+from service.dicom.dataset_check import MAX_INFLATED_BYTES, Malformed, read_header
 from service.dicom.elements import part10_prefix
 from service.dicom.receive_stream import StreamWriter
-from service.dicom.sopclasses import IMAGE_CLASSES, STORAGE
+from service.dicom.sopclasses import IMAGE_CLASSES
 from service.dicom.spool import Spool, SpoolFull
 from service.dicom.uid_keys import uid_key
 
@@ -43,8 +43,10 @@ class StoreSink:
     """Receives C-STORE requests into the spool; safe to share between association threads."""
 
     def __init__(self, *, db_url: str, keys: SiteKeys, spool: Spool,
-                 on_stored: OnStored | None = None, stream: StreamWriter | None = None) -> None:
+                 on_stored: OnStored | None = None, stream: StreamWriter | None = None,
+                 max_inflated: int = MAX_INFLATED_BYTES) -> None:
         self.db_url = db_url
+        self.max_inflated = max_inflated
         self.stream = stream
         self.keys = keys
         self.spool = spool
@@ -63,8 +65,6 @@ class StoreSink:
         req = event.request
         sop_class = str(req.AffectedSOPClassUID)
         calling = event.assoc.requestor.ae_title.strip()
-        if sop_class not in STORAGE:
-            return SOP_CLASS_NOT_SUPPORTED
         stream: BytesIO = req.DataSet
         data = stream.getbuffer()
         part = self.stream.take(event.assoc, str(req.AffectedSOPInstanceUID)) \
@@ -73,7 +73,7 @@ class StoreSink:
         try:
             ts = str(event.context.transfer_syntax)
             try:
-                header = read_header(data, ts)
+                header = read_header(data, ts, max_inflated=self.max_inflated)
             except Malformed as exc:
                 log.warning("refused C-STORE from %s: malformed dataset (%s)", calling, exc)
                 return CANNOT_UNDERSTAND

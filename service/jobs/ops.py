@@ -20,6 +20,7 @@ from service.core.keys import SiteKeys
 from service.core.queues import TASKS, TaskName, node_name
 from service.db.base import utcnow
 from service.db.models.jobs import DeadLetter, Job, JobInstance, JobStudy
+from service.db.models.triage import ScoreResult
 from service.db.states import (
     TERMINAL_JOB_STATES,
     DeadLetterState,
@@ -90,13 +91,14 @@ def submit_job(
     job = Job(
         id=new_job_id(), state=JobState.QUEUED, pacs=req.pacs, policy=policy,
         destination=req.destination, selector=req.selector, requested=req.requested,
+        modalities=",".join(req.modalities) if req.modalities else None,
         request_sealed=b"", actor=actor, attempts=0,
     )
     job.request_sealed = seal(keys, req.model_dump(mode="json"), aad=f"job:{job.id}")
     session.add(job)
     _audit(session, keys, "job.submitted", actor=actor, details={
         "job": job.id, "pacs": req.pacs, "selector": req.selector, "requested": req.requested,
-        "policy": policy, "destination": req.destination,
+        "policy": policy, "destination": req.destination, "modalities": req.modalities,
     })
     session.commit()
     log.info("job %s submitted: %s x%d from %s", job.id, req.selector, req.requested, req.pacs)
@@ -275,6 +277,9 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
         select(JobStudy).where(JobStudy.job_id == job.id).order_by(JobStudy.idx)))
     per = study_counts(session, job.id)
     counts = Counts(studies_found=len(studies))
+    uids = [s.pseudo_uid for s in studies if s.pseudo_uid]
+    scored = set(session.scalars(select(ScoreResult.exam).where(ScoreResult.exam.in_(uids)))) \
+        if uids else set()
     views: list[StudyView] = []
     for s in studies:
         c = per.get(s.id, {})
@@ -283,7 +288,8 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
             received=sum(c.values()), deidentified=c.get(InstanceState.WRITTEN, 0),
             refused=c.get(InstanceState.REFUSED, 0),
             failed=c.get(InstanceState.FAILED, 0) + c.get(InstanceState.DEAD_LETTERED, 0),
-            forwarded=s.forwarded, reason=s.reason,
+            forwarded=s.forwarded, scored=s.pseudo_uid in scored, reason=s.reason,
+            skipped=s.skipped or 0, skipped_reason=s.skipped_reason,
         )
         views.append(sv)
         counts.instances_expected += s.expected or 0
@@ -291,14 +297,17 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
         counts.instances_deidentified += sv.deidentified
         counts.instances_refused += sv.refused
         counts.instances_failed += sv.failed
+        counts.instances_skipped += sv.skipped
         counts.studies_complete += s.state == StudyState.COMPLETE
         counts.studies_failed += s.state == StudyState.FAILED
+        counts.studies_scored += sv.scored
     dls = list(session.scalars(select(DeadLetter).where(DeadLetter.job_id == job.id)
                                .order_by(DeadLetter.id)))
     counts.dead_letters = sum(1 for d in dls if d.state == DeadLetterState.DEAD)
     data: dict[str, Any] = {
         "id": job.id, "state": job.state, "pacs": job.pacs, "policy": job.policy,
         "destination": job.destination, "selector": job.selector, "requested": job.requested,
+        "modalities": job.modalities.split(",") if job.modalities else None,
         "created_at": job.created_at, "updated_at": job.updated_at,
         "finished_at": job.finished_at, "reason": job.reason, "counts": counts,
         "studies": views if detail else [],

@@ -7,6 +7,8 @@ machine's terms. The jobs area owns them: the tasks in ``workers.tasks`` only ca
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from service.core.errors import Retryable
 from service.core.keys import SiteKeys
 from service.db.session import get_sessionmaker
 from service.dicom import admin
-from service.dicom.find import StudyMatch, find_studies
+from service.dicom.find import SeriesFilter, StudyMatch, find_studies
 from service.dicom.leases import Leases
 from service.dicom.pull import PullContext, RetryPolicy, retrieve_study
 from service.jobs.transitions import FoundStudy
@@ -34,6 +36,8 @@ class RetrieveOutcome:
     expected: int | None
     received: int
     retry_in: float | None = None  # not final: try again after this many seconds
+    skipped: int = 0  # instances in series the filter did not move
+    skipped_reason: str | None = None  # per skipped series: modality, count, why (PHI-free)
 
 
 def _node(settings: Settings, name: str) -> tuple[admin.NodeConfig, str]:
@@ -53,18 +57,24 @@ def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundSt
 
 
 def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None, *,
-             attempt: int, retry: RetryPolicy | None = None) -> RetrieveOutcome:
+             attempt: int, retry: RetryPolicy | None = None,
+             series_filter: SeriesFilter | None = None,
+             should_stop: Callable[[], bool] | None = None) -> RetrieveOutcome:
     """One attempt at pulling one study to our listener; the DICOM area decides completeness
     and asks only for what is missing. It never raises for PACS failures: a report that is
-    neither complete nor worth another attempt is a failed study."""
+    neither complete nor worth another attempt is a failed study. ``series_filter``: move only
+    the series it keeps (the others are reported skipped); ``should_stop``: polled while the
+    move runs, True sends C-CANCEL (the job was cancelled)."""
     node, _ = _node(settings, pacs)
-    ctx = PullContext.for_settings(settings, node)
+    ctx = dataclasses.replace(PullContext.for_settings(settings, node), should_stop=should_stop)
     study = StudyMatch.known(study_uid, ctx.keys, expected)
-    rep = retrieve_study(node, study, ctx, attempt=attempt, retry=retry)
+    rep = retrieve_study(node, study, ctx, attempt=attempt, retry=retry,
+                         series_filter=series_filter)
     reason = None if rep.complete else (
         f"{rep.reason or 'incomplete'}: {rep.detail}" if rep.detail else rep.reason)
     return RetrieveOutcome(complete=rep.complete, reason=reason, expected=rep.expected,
-                           received=rep.received, retry_in=rep.retry_in)
+                           received=rep.received, retry_in=rep.retry_in,
+                           skipped=rep.skipped_instances, skipped_reason=rep.skipped_reason)
 
 
 def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
