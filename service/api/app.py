@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from service.api import errors, openapi
 from service.api.routes import ROUTERS
 from service.api.routes.health import app_version
+from service.core import logs
 from service.core.config import Settings
 from service.web.app import mount as mount_web
 
@@ -19,6 +20,7 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(settings: Settings) -> FastAPI:
+    logs.protect_all()  # the PHI filters on whatever handlers this process has (uvicorn's too)
     app = FastAPI(
         title="deidgate",
         summary="DICOM de-identification and extraction gateway for breast-cancer screening",

@@ -14,8 +14,8 @@ CLI batch loop), never by ad-hoc ``except`` blocks:
   (the engine's stages) must let them through (``transient``): a full disk is not a reason to
   quarantine a study.
 
-``OUTCOMES`` is the one table that maps an exception to what happens; the Celery base task
-(``workers.tasks.base``) and the CLI batch loop read it. A ``Retryable`` marked ``permanent``
+``OUTCOMES`` is the one table that maps an exception to what happens to a task; the Celery base
+task (``workers.tasks.base``) reads it. A ``Retryable`` marked ``permanent``
 (a PACS that rejects our AE for good) is decided there too, never re-wrapped where it is caught.
 
 Messages must never contain PHI: they name codes, tags, keywords, file *positions*, never values.

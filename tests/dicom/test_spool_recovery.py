@@ -163,7 +163,7 @@ def test_listener_killed_right_after_the_rename_loses_nothing(
 def test_orphans_registered_quarantined_or_left_alone(
         tmp_path: Path, settings: Settings, migrated_db: str, site_keys: SiteKeys) -> None:
     """The state a crash leaves, arranged: the spool's own write, then no insert."""
-    spool = Spool(settings.spool_dir, quarantine=settings.quarantine_dir)
+    spool = Spool(settings.spool_dir, quarantine=settings.quarantine_dir, node="host-a")
     exam = fresh_exam(tmp_path / "exam", views=3, rows=32, cols=32)
     orphan, _ = spool.write([exam.files[0].read_bytes()])
     # a file with its row: not an orphan
@@ -189,6 +189,7 @@ def test_orphans_registered_quarantined_or_left_alone(
     assert new.study_key == uid_key(site_keys, exam.study_uid)
     assert new.series_key == uid_key(site_keys, exam.series_uids[0])
     assert new.status == "received" and new.size_bytes == orphan.stat().st_size
+    assert new.node == "host-a"  # the host whose spool holds it: its de-identification goes there
     assert new.transfer_syntax == str(dcmread(exam.files[0]).file_meta.TransferSyntaxUID)
     assert stored == [new.id] == report.registered
     assert _spooled(settings.spool_dir) == sorted([orphan, known])

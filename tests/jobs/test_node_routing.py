@@ -122,3 +122,28 @@ def test_job_retry_and_dead_letter_retry_on_b_route_to_a(
         [dl] = [d for d in ops.list_dead_letters(s, job_id=job_id) if d.state == "dead"]
         ops.retry_dead_letter(s, node_b, dl.id, actor="t")
     assert _deid_routes(node_b.home) == [("deid.nodeA", ids[0])]
+
+
+def test_a_message_on_the_wrong_host_is_rerouted_not_processed(
+    node_b: Settings, site_keys: SiteKeys, jobs_db: str
+) -> None:
+    """A deid task on B for a file in A's spool (a message published before the node was
+    recorded): B does not read A's spool path; it sends the work to A's queue."""
+    from workers.celery_app import create_celery
+
+    [rid] = _received_at_a(jobs_db, site_keys, 1)
+    with get_sessionmaker(jobs_db)() as s:
+        row, _ = link_received(s, rid)
+        assert row is not None
+        iid = row.id
+    task = create_celery(node_b).tasks[TaskName.DEIDENTIFY_INSTANCE.value]
+    task.push_request(id="t", args=[iid], kwargs={}, retries=0, is_eager=False,
+                      called_directly=False, delivery_info={})
+    try:
+        assert task(iid) == {"status": "rerouted", "node": "nodeA"}
+    finally:
+        task.pop_request()
+    assert _deid_routes(node_b.home) == [("deid.nodeA", iid)]
+    with get_sessionmaker(jobs_db)() as s:
+        ji = s.get(JobInstance, iid)
+        assert ji is not None and ji.state == "pending"  # untouched, for A to claim

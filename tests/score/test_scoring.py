@@ -66,7 +66,7 @@ def _study(settings: Settings, keys: SiteKeys, paths: list[Path], *, score: bool
             r = ReceivedInstance(sop_key=uid_key(keys, f"{uid}.{i}"), series_key="s",
                                  study_key=uid_key(keys, uid), sop_class_uid="1.2",
                                  transfer_syntax="1.2.840.10008.1.2.1",
-                                 spool_path=f"/spool/{i}.dcm", calling_ae="PACS1",
+                                 spool_path=f"/spool/{i}.dcm", node="n1", calling_ae="PACS1",
                                  size_bytes=1, status="done", job_id=job_id)
             s.add(r)
             s.flush()

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.core.errors import Rejected
-from service.core.queues import TaskName
+from service.core.queues import TaskName, node_name
 from service.db.models.dicom import ReceivedInstance
 from service.db.models.jobs import Job, JobInstance, JobStudy
 from service.db.session import session_scope
@@ -22,6 +22,7 @@ from service.db.states import (
     InstanceState,
     ReceivedStatus,
 )
+from service.jobs.routing import enqueue
 from service.jobs.transitions import (
     claim_instance,
     conditional_update,
@@ -77,6 +78,18 @@ class DeidTask(DeidgateTask):
 @shared_task(bind=True, base=DeidTask, name=TaskName.DEIDENTIFY_INSTANCE.value)
 def deidentify_instance(self: DeidgateTask, instance_id: int) -> dict[str, Any]:
     settings = self.settings
+    here = node_name(settings)
+    with self.session() as s:
+        held_on = s.scalar(select(ReceivedInstance.node).join(
+            JobInstance, JobInstance.received_id == ReceivedInstance.id).where(
+            JobInstance.id == instance_id))
+    if held_on is not None and held_on != here:
+        # another host's file (a message published before its node was recorded, or by
+        # mistake): never read another host's spool; send it to the host that holds it
+        log.warning("instance %d is held by node %s, not %s: re-routed", instance_id, held_on,
+                    here)
+        enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, instance_id, node=held_on)
+        return {"status": "rerouted", "node": held_on}
     with self.session() as s:
         ji = claim_instance(s, instance_id, settings.task_stale_s)
         if ji is None:
