@@ -22,7 +22,8 @@ from workers.tasks.sweep import run_sweep
 
 log = logging.getLogger(__name__)
 
-TASK_MODULES = [f"workers.tasks.{m}" for m in ("resolve", "retrieve", "deid", "forward", "sweep")]
+TASK_MODULES = [f"workers.tasks.{m}" for m in ("resolve", "retrieve", "deid", "forward", "sweep",
+                                                 "score")]
 
 
 class DeidgateCelery(Celery):

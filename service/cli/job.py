@@ -70,7 +70,8 @@ def build_request(
 def _progress_line(v: Any) -> str:
     c = v.counts
     return (f"{v.state}: studies {c.studies_complete}/{c.studies_found} complete"
-            f"{f', {c.studies_failed} failed' if c.studies_failed else ''}; instances "
+            f"{f', {c.studies_failed} failed' if c.studies_failed else ''}"
+            f"{f', {c.studies_scored} scored' if c.studies_scored else ''}; instances "
             f"{c.instances_deidentified + c.instances_refused}/{c.instances_expected} done, "
             f"{c.instances_received} received, {c.instances_refused} refused")
 

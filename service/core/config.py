@@ -55,6 +55,21 @@ class Settings(BaseSettings):
     task_stale_s: int = Field(default=300, description="unfinished work older than this is redone")
     sweep_interval_s: int = 30
 
+    # Scoring (issue 9): the score queue's worker
+    score_model: Path | None = Field(
+        default=None, description="model folder (card.yaml + weights) that scores new exams; "
+                                  "unset: the registry's active model (deidgate model register)")
+    score_device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda")
+    score_batch_size: int = Field(default=16, ge=1, le=256)
+    score_quiet_period_s: int | None = Field(
+        default=None, ge=0, description="an incomplete exam is scored after this quiet time; "
+                                        "unset: the model card's completeness.quiet_period_s")
+    score_sr: bool = Field(default=True, description="write a DICOM SR (TID 1500) per exam")
+    score_sr_to_destination: bool = Field(
+        default=True, description="C-STORE the SR to the job's destination, beside its images")
+    score_sr_node: str | None = Field(
+        default=None, description="also C-STORE every SR to this configured node")
+
     # REST API
     api_host: str = "127.0.0.1"
     api_port: int = 8080

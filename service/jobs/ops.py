@@ -20,6 +20,7 @@ from service.core.keys import SiteKeys
 from service.core.queues import TaskName
 from service.db.base import utcnow
 from service.db.models.jobs import DeadLetter, Job, JobInstance, JobStudy
+from service.db.models.triage import ScoreResult
 from service.db.states import (
     TERMINAL_JOB_STATES,
     DeadLetterState,
@@ -272,6 +273,9 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
         select(JobStudy).where(JobStudy.job_id == job.id).order_by(JobStudy.idx)))
     per = study_counts(session, job.id)
     counts = Counts(studies_found=len(studies))
+    uids = [s.pseudo_uid for s in studies if s.pseudo_uid]
+    scored = set(session.scalars(select(ScoreResult.exam).where(ScoreResult.exam.in_(uids)))) \
+        if uids else set()
     views: list[StudyView] = []
     for s in studies:
         c = per.get(s.id, {})
@@ -280,7 +284,7 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
             received=sum(c.values()), deidentified=c.get(InstanceState.WRITTEN, 0),
             refused=c.get(InstanceState.REFUSED, 0),
             failed=c.get(InstanceState.FAILED, 0) + c.get(InstanceState.DEAD_LETTERED, 0),
-            forwarded=s.forwarded, reason=s.reason,
+            forwarded=s.forwarded, scored=s.pseudo_uid in scored, reason=s.reason,
         )
         views.append(sv)
         counts.instances_expected += s.expected or 0
@@ -290,6 +294,7 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
         counts.instances_failed += sv.failed
         counts.studies_complete += s.state == StudyState.COMPLETE
         counts.studies_failed += s.state == StudyState.FAILED
+        counts.studies_scored += sv.scored
     dls = list(session.scalars(select(DeadLetter).where(DeadLetter.job_id == job.id)
                                .order_by(DeadLetter.id)))
     counts.dead_letters = sum(1 for d in dls if d.state == DeadLetterState.DEAD)

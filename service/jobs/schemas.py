@@ -220,6 +220,7 @@ class Counts(BaseModel):
     studies_found: int = 0
     studies_complete: int = 0
     studies_failed: int = 0
+    studies_scored: int = 0  # studies with a triage score (any model)
     instances_expected: int = 0
     instances_received: int = 0
     instances_deidentified: int = 0
@@ -238,6 +239,7 @@ class StudyView(BaseModel):
     refused: int = 0
     failed: int = 0
     forwarded: bool = Field(False, description="sent to the job's destination node")
+    scored: bool = Field(False, description="has a triage score (any model)")
     reason: str | None = None
 
 

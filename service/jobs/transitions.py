@@ -258,9 +258,13 @@ def release_instance(session: Session, instance_id: int) -> None:
     session.commit()
 
 
-def check_study(session: Session, study_id: int) -> bool:
+def check_study(session: Session, study_id: int, *, score: bool = False) -> bool:
     """de-identifying -> complete/failed once every received instance is done; True on the
-    transition (exactly one caller sees True, so the completion hook runs once)."""
+    transition (exactly one caller sees True, so the completion hook runs once).
+
+    ``score``: a model is configured, so a fully de-identified study goes to ``scoring``
+    instead of ``complete`` (the score task completes it): the job cannot be derived ``done``
+    between the two steps."""
     s = session.get(JobStudy, study_id, populate_existing=True)
     if s is None or s.state != StudyState.DEIDENTIFYING or not s.retrieved:
         return False
@@ -275,13 +279,24 @@ def check_study(session: Session, study_id: int) -> bool:
         new, reason = StudyState.FAILED, f"{bad} instance(s) could not be de-identified"
     elif s.expected is not None and received < s.expected:
         new, reason = StudyState.FAILED, f"received {received} of {s.expected} instances"
+    elif score and counts.get(InstanceState.WRITTEN, 0):
+        new, reason = StudyState.SCORING, None
     else:
         new, reason = StudyState.COMPLETE, None
     res = session.execute(conditional_update(JobStudy).where(JobStudy.id == study_id,
                                                  JobStudy.state == StudyState.DEIDENTIFYING)
                           .values(state=new, reason=reason))
     session.commit()
-    return _moved(res) and new == StudyState.COMPLETE
+    return _moved(res) and new in (StudyState.COMPLETE, StudyState.SCORING)
+
+
+def scoring_finished(session: Session, study_id: int, *, reason: str | None = None) -> bool:
+    """scoring -> complete (``reason`` says why no score exists, when none does)."""
+    res = session.execute(conditional_update(JobStudy).where(
+        JobStudy.id == study_id, JobStudy.state == StudyState.SCORING)
+        .values(state=StudyState.COMPLETE, reason=reason, updated_at=utcnow()))
+    session.commit()
+    return _moved(res)
 
 
 def refresh_job(session: Session, job_id: str) -> JobState | None:

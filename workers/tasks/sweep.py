@@ -17,7 +17,7 @@ from service.jobs.heartbeat import record_sweep
 from service.jobs.routing import enqueue
 from service.jobs.transitions import link_received
 from workers.tasks.base import DeidgateTask
-from workers.tasks.completion import study_complete
+from workers.tasks.completion import scoring_enabled, study_complete
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ def run_sweep(settings: Settings, *, startup: bool = False) -> dict[str, int]:
     """Claims make a duplicate harmless, so re-enqueueing too much costs only a lookup."""
     node = node_name(settings)
     with get_sessionmaker(settings.db_url)() as s:
-        res = recovery.sweep(s, stale_s=settings.task_stale_s, startup=startup)
+        res = recovery.sweep(s, stale_s=settings.task_stale_s, startup=startup,
+                             score=scoring_enabled(settings))
         linked = []
         for rid in res.unlinked:
             row, needs = link_received(s, rid, node=node)
@@ -47,8 +48,11 @@ def run_sweep(settings: Settings, *, startup: bool = False) -> dict[str, int]:
         enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, iid)
     for sid, jid in res.completed:
         study_complete(settings, sid, jid)
+    for sid in res.scoring:
+        enqueue(settings, TaskName.SCORE_STUDY, sid)
     counts = {"jobs": len(res.jobs), "studies": len(res.studies),
-              "instances": len(res.instances) + len(linked), "completed": len(res.completed)}
+              "instances": len(res.instances) + len(linked), "completed": len(res.completed),
+              "scoring": len(res.scoring)}
     if any(counts.values()):
         log.info("sweep re-enqueued %s", counts)
     with session_scope(settings.db_url) as s:  # the admin page's "last sweep"
