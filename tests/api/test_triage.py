@@ -108,8 +108,14 @@ def test_paging_filters_and_category(client: TestClient, tokens: dict[Role, str]
     assert unread["total"] == 5 and "2.25.104" not in [i["exam"] for i in unread["items"]]
     assert client.get("/api/v1/triage/worklist?category=urgent",
                       headers=bearer(token)).status_code == 422
-    assert client.get("/api/v1/triage/worklist?as_of=2026-11-25T12:00:00",
-                      headers=bearer(token)).status_code == 422  # no offset: ambiguous
+    # exactly the document's formats: no Unix times, no offset-less instants, no "yes"
+    for query in ("as_of=2026-11-25T12:00:00", "as_of=0", "date_to=0", "date_from=20261125",
+                  "unread=yes", "unread=1"):
+        r = client.get(f"/api/v1/triage/worklist?{query}", headers=bearer(token))
+        assert r.status_code == 422, query
+        assert r.json()["error"]["message"].startswith("query " + query.split("=")[0])
+    far = _get(client, token, "?as_of=9999-12-31T23:59:59-14:00")  # clamps, no overflow
+    assert far["total"] == 6 and far["as_of"].startswith("9999-12-31T23:59:59")
 
 
 def test_empty_worklist(client: TestClient, tokens: dict[Role, str]) -> None:

@@ -9,8 +9,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from service.audit.store import AuditStore
 from service.core.config import Settings
@@ -223,3 +225,19 @@ def test_monochrome1_is_inverted(settings: Settings, migrated_db: str, tmp_path:
         shown[photometric] = np.asarray(Image.open(io.BytesIO(render_png(out[0])))).astype(int)
     diff = np.abs(shown["MONOCHROME2"] - shown["MONOCHROME1"])
     assert np.median(diff) <= 2, np.median(diff)
+
+
+@pytest.mark.parametrize("ts", [JPEG2000Lossless, JPEGLSLossless, RLELossless])
+def test_compressed_views_render_like_uncompressed(settings: Settings, migrated_db: str,
+                                                   tmp_path: Path, ts: str) -> None:
+    """Lossless JPEG 2000, JPEG-LS and RLE outputs decode to the same thumbnail as the
+    uncompressed exam (same synthetic identity and pixels, another transfer syntax)."""
+    keys = SiteKeys.for_settings(settings)
+    shown = []
+    for syntax in (ExplicitVRLittleEndian, ts):
+        exam = fresh_exam(tmp_path / str(syntax), index=13, transfer_syntax=syntax)
+        out = [r.out_path for r in deidentify(settings, keys, exam) if r.out_path]
+        assert str(pydicom.dcmread(out[0], stop_before_pixels=True)
+                   .file_meta.TransferSyntaxUID) == str(syntax)
+        shown.append(np.asarray(Image.open(io.BytesIO(render_png(out[0])))))
+    assert shown[0].shape == shown[1].shape and np.array_equal(shown[0], shown[1])

@@ -99,7 +99,7 @@ def test_sign_in_page_keyboard_and_staff_refused(ui: Ui, page: tuple[Any, Checke
     expect(pg.get_by_role("alert")).to_contain_text("Wrong user name or password")
     check.page(pg, "login-failed")
     sign_in(pg, ui.base, "ui-staff", PASSWORD[Role.staff])
-    expect(pg.get_by_role("heading", level=1)).to_contain_text("Welcome")
+    expect(pg.get_by_role("heading", level=1)).to_contain_text("Worklist")  # staff's first page
     check.page(pg, "home-staff")
     pg.keyboard.press("Tab")  # the first stop is the skip link, visible when focused
     skip = pg.get_by_role("link", name="Skip to main content")

@@ -137,7 +137,8 @@ def test_development_cookies_work_over_http(settings: Settings, migrated_db: str
                    if h.startswith("deidgate_session="))
     assert "secure" not in session.lower() and "httponly" in session.lower()
     assert "strict-transport-security" not in r.headers
-    assert c.get("/").status_code == 200
+    home = c.get("/", follow_redirects=True)  # staff land on their worklist
+    assert home.status_code == 200 and home.url.path == "/worklist"
 
 
 def test_no_phi_in_redirects_titles_or_urls_of_a_job_submission(

@@ -11,11 +11,12 @@ audit log before it is decrypted (``service.triage.actions``), and is answered `
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated
+import re
+from datetime import date, datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import AwareDatetime
+from pydantic import BeforeValidator, WithJsonSchema
 
 from service.api.deps import KeysDep, SessionDep, SettingsDep, require_role
 from service.api.errors import ApiError
@@ -41,6 +42,38 @@ EXAM_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 ExamUid = Annotated[str, Path(min_length=1, max_length=64, pattern=EXAM_PATTERN,
                               description="pseudonymous StudyInstanceUID")]
 _UNKNOWN = error_response("no worklist exam has this UID")
+# Query values exactly as the document states them: pydantic's lax parsing would also take a
+# Unix time ("0") for a date or an instant and "yes"/"on"/"1" for a boolean, which the
+# document's formats refuse (schemathesis: a schema-violating request must not be accepted).
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _strict_date(value: Any) -> Any:
+    if isinstance(value, str) and not _DATE.match(value):
+        raise ValueError("a date is YYYY-MM-DD")
+    return value
+
+
+def _strict_instant(value: Any) -> Any:
+    if isinstance(value, str):
+        if not _INSTANT.match(value):
+            raise ValueError("an instant is RFC 3339 with its offset, e.g. 2026-11-25T12:00:00Z")
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    return value
+
+
+def _strict_bool(value: Any) -> Any:
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("true or false")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_strict_date),
+                WithJsonSchema({"type": "string", "format": "date"})]
+Instant = Annotated[datetime, BeforeValidator(_strict_instant),
+                    WithJsonSchema({"type": "string", "format": "date-time"})]
+Flag = Annotated[bool, BeforeValidator(_strict_bool), WithJsonSchema({"type": "boolean"})]
 
 
 def _fields(r: ExamRow) -> dict[str, object]:
@@ -62,12 +95,12 @@ def get_worklist(
     settings: SettingsDep,
     _: Reader,
     category: Annotated[Category | None, Query(description="only this category")] = None,
-    date_from: Annotated[date | None, Query(description="arrived on or after this UTC day")] = None,
-    date_to: Annotated[date | None, Query(
+    date_from: Annotated[Day | None, Query(description="arrived on or after this UTC day")] = None,
+    date_to: Annotated[Day | None, Query(
         description="arrived on or before this UTC day (before date_from: nothing matches)"),
     ] = None,
-    unread: Annotated[bool, Query(description="only exams nobody has marked read")] = False,
-    as_of: Annotated[AwareDatetime | None, Query(
+    unread: Annotated[Flag, Query(description="only exams nobody has marked read")] = False,
+    as_of: Annotated[Instant | None, Query(
         description="rank as of this instant (the previous page's as_of); default now")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="entries to skip")] = 0,
