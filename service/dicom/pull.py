@@ -34,6 +34,7 @@ from service.dicom.scu import PENDING, PacsError, Timeouts, association, silent_
 from service.dicom.sopclasses import MAMMOGRAPHY, OTHER_STORAGE, TRANSFER_SYNTAXES
 from service.dicom.spool import Spool
 from service.dicom.store_handler import StoreSink
+from service.dicom.tls import DicomTlsFiles
 from service.dicom.uid_keys import uid_key
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,13 @@ def received_keys(db_url: str, study_key: str) -> set[str]:
 class PullContext:
     """Where a pull delivers and how its arrivals are seen: our AE title (the C-MOVE
     destination), the site keys, the SOP keys recorded for a study key, and for C-GET nodes
-    the spool sink the instances are stored through."""
+    the spool sink the instances are stored through; our DICOM TLS files for a TLS node."""
 
     local_ae: str
     keys: SiteKeys
     received: Callable[[str], set[str]]
     sink: StoreSink | None = None
+    tls_files: DicomTlsFiles | None = None
 
     @classmethod
     def for_settings(cls, settings: Settings, node: NodeConfig) -> PullContext:
@@ -116,7 +118,8 @@ class PullContext:
         if node.retrieve == "get":
             sink = StoreSink(db_url=settings.db_url, keys=keys, spool=Spool(
                 settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20))
-        return cls(local_ae, keys, functools.partial(received_keys, settings.db_url), sink)
+        return cls(local_ae, keys, functools.partial(received_keys, settings.db_url), sink,
+                   DicomTlsFiles.from_settings(settings))
 
 
 # --- C-MOVE / C-GET -------------------------------------------------------------------------
@@ -194,27 +197,31 @@ def _get_contexts() -> tuple[list[tuple[str, list[str] | None]], list[Any]]:
 
 def _pull(node: NodeConfig, study_uid: str, plan: dict[str, list[str]] | None, *, local_ae: str,
           sink: StoreSink | None, timeouts: Timeouts,
-          on_pending: Callable[[int | None], None]) -> _PullResult:
+          on_pending: Callable[[int | None], None],
+          tls_files: DicomTlsFiles | None = None) -> _PullResult:
     res = _PullResult()
     if node.retrieve == "get":
         if sink is None:
             raise PacsError("C-GET needs a spool sink", code="configuration", permanent=True)
         contexts, roles = _get_contexts()
         with association(node, local_ae, contexts, timeouts, ext_neg=roles,
-                         evt_handlers=[(evt.EVT_C_STORE, sink.handle_store)]) as assoc:
+                         evt_handlers=[(evt.EVT_C_STORE, sink.handle_store)],
+                         tls_files=tls_files) as assoc:
             for ds in _identifiers(study_uid, plan):
                 _consume(assoc, assoc.send_c_get(ds, GET), res, on_pending)
     else:
-        with association(node, local_ae, [(MOVE, None)], timeouts) as assoc:
+        with association(node, local_ae, [(MOVE, None)], timeouts,
+                         tls_files=tls_files) as assoc:
             for ds in _identifiers(study_uid, plan):
                 _consume(assoc, assoc.send_c_move(ds, local_ae, MOVE), res, on_pending)
     return res
 
 
 def _missing_plan(node: NodeConfig, study_uid: str, have: set[str], *, local_ae: str,
-                  keys: SiteKeys, timeouts: Timeouts) -> tuple[int, dict[str, list[str]]]:
+                  keys: SiteKeys, timeouts: Timeouts,
+                  tls_files: DicomTlsFiles | None = None) -> tuple[int, dict[str, list[str]]]:
     """(instances the PACS lists, {series UID: missing SOP UIDs, or [] for a whole series})."""
-    with association(node, local_ae, [(FIND, None)], timeouts) as assoc:
+    with association(node, local_ae, [(FIND, None)], timeouts, tls_files=tls_files) as assoc:
         listing = instances_of(assoc, study_uid)
     by_series: dict[str, list[str]] = {}
     missing: dict[str, list[str]] = {}
@@ -281,7 +288,7 @@ class _Attempt:
             self._tell("getting" if self.node.retrieve == "get" else "moving")
             pulled = _pull(self.node, self.study.study_uid, plan, local_ae=self.ctx.local_ae,
                            sink=self.ctx.sink, timeouts=self.policy.timeouts,
-                           on_pending=self._pending)
+                           on_pending=self._pending, tls_files=self.ctx.tls_files)
             r.completed_subops += pulled.completed
             r.failed_subops += pulled.failed
             r.warning_subops += pulled.warning
@@ -317,7 +324,8 @@ class _Attempt:
         """What the PACS lists that is not in ``have``; raises ``expected`` to what it lists."""
         listed, plan = _missing_plan(self.node, self.study.study_uid, have,
                                      local_ae=self.ctx.local_ae, keys=self.ctx.keys,
-                                     timeouts=self.policy.timeouts)
+                                     timeouts=self.policy.timeouts,
+                                     tls_files=self.ctx.tls_files)
         self.report.expected = max(self.report.expected or 0, listed)
         return plan
 

@@ -21,7 +21,8 @@ from service.db.session import get_sessionmaker
 from service.dicom import admin
 from service.dicom.find import StudyMatch, find_studies
 from service.dicom.pull import PullContext, RetryPolicy, retrieve_study
-from service.dicom.scu import PacsError
+from service.dicom.scu import PacsError, node_tls
+from service.dicom.tls import DicomTlsFiles
 from service.jobs.transitions import FoundStudy
 
 STORED = (0x0000, 0xB000, 0xB007, 0xB006)  # success and the C-STORE warnings
@@ -52,7 +53,8 @@ def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundSt
     node, local = _node(settings, pacs)
     try:
         found = find_studies(node, request, local_ae=local,
-                             keys=SiteKeys.for_settings(settings))
+                             keys=SiteKeys.for_settings(settings),
+                             tls_files=DicomTlsFiles.from_settings(settings))
     except PacsError as exc:
         if exc.permanent:
             raise PermanentPacsFailure(f"{exc.code}: {exc.reason}") from None
@@ -76,16 +78,25 @@ def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None
 
 
 def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
-    """C-STORE de-identified files to a research PACS node."""
+    """C-STORE de-identified files to a research PACS node (over DICOM TLS when its policy
+    says so; a TLS refusal is the refusal's code, not retried)."""
     if not paths:
         return 0
     node, local = _node(settings, destination)
     classes = sorted({str(dcmread(p, stop_before_pixels=True).SOPClassUID) for p in paths})
+    try:
+        tls = node_tls(node, local, DicomTlsFiles.from_settings(settings))
+    except PacsError as exc:
+        raise PermanentPacsFailure(f"{exc.code}: {exc.reason}") from None
     ae = AE(ae_title=local)
     for c in classes:
         ae.add_requested_context(c)
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title,
+                         tls_args=tls.tls_args if tls is not None else None)
     if not assoc.is_established:
+        if tls is not None and tls.refusal is not None:
+            raise PermanentPacsFailure(f"{tls.refusal.value}: destination {node.name} failed "
+                                       f"the DICOM TLS check")
         raise Retryable(f"destination {node.name} did not accept an association",
                         code="destination-unavailable")
     sent = 0

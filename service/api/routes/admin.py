@@ -36,6 +36,7 @@ from service.core.keys import SiteKeys
 from service.core.security import Principal, Role
 from service.dicom import admin as ops
 from service.dicom.scu import echo as c_echo
+from service.dicom.tls import DicomTlsFiles
 
 router = APIRouter(prefix="/admin", tags=["administration"])
 
@@ -153,12 +154,14 @@ def echo(
     try:
         node = ops.get_node(session, name)
         local = ops.get_local_ae(session, settings)
+        tls_files = DicomTlsFiles.from_settings(settings)
     except ConfigurationError as exc:
         raise _refusal(exc) from None
     # Release the transaction (SQLite's write lock if the local AE was just seeded) before
     # waiting on the network.
     session.commit()
-    return EchoOut.model_validate(c_echo(node, local.ae_title, timeout=timeout))
+    return EchoOut.model_validate(c_echo(node, local.ae_title, timeout=timeout,
+                                         tls_files=tls_files))
 
 
 @router.get("/allowlist", response_model=list[AllowedOut], summary="Calling AEs allowed in")
@@ -171,12 +174,19 @@ def allowlist(session: SessionDep, _: Admin) -> list[AllowedOut]:
     "/allowlist", status_code=201, response_model=AllowedOut, summary="Allow a calling AE"
 )
 def allow(body: AllowedIn, session: SessionDep, keys: KeysDep, who: Admin) -> AllowedOut:
-    """admin. Idempotent; ``host`` pins the AE title to one peer address."""
+    """admin. Idempotent; ``host`` pins the AE title to one peer address. TLS fields given
+    replace the entry's DICOM TLS policy (all of them: left-out ones take their defaults);
+    none given keeps it."""
+    tls = body.model_dump(include=set(ops.TLS_FIELDS), exclude_unset=True)
+    if tls:
+        tls = body.model_dump(include=set(ops.TLS_FIELDS))
     try:
-        entry = ops.allow(session, body.ae_title, body.host)
+        entry = ops.allow(session, body.ae_title, body.host, **tls)
     except ConfigurationError as exc:
         raise _refusal(exc) from None
-    _record(session, keys, who, "dicom.caller-allowed", ae_title=entry.ae_title, host=entry.host)
+    _record(session, keys, who, "dicom.caller-allowed", ae_title=entry.ae_title, host=entry.host,
+            tls_mode=entry.tls_mode, tls_pin_sha256=entry.tls_pin_sha256,
+            tls_pin_name=entry.tls_pin_name, tls_allow_plain=entry.tls_allow_plain)
     return AllowedOut.model_validate(entry)
 
 
