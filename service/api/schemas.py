@@ -254,7 +254,7 @@ class TlsIn(BaseModel):
     tls_pin_name: PinName | None = Field(None, description=(
         "the certificate must carry this CN or DNS/URI SubjectAltName (mtls-required without "
         "a pin: the AE title)"))
-    tls_allow_plain: bool = Field(False, description=(
+    tls_allow_plain: bool = Field(False, strict=True, description=(
         "incoming only: still accept plain DICOM from this node (a migration)"))
 
 

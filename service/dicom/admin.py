@@ -50,6 +50,12 @@ class UnknownCaller(ConfigurationError):
     code = "allowlist-unknown"
 
 
+class PinConflict(ConfigurationError):
+    """The certificate is pinned to another AE title already (a conflict, not a bad value)."""
+
+    code = "tls-pin-conflict"
+
+
 class _HasTls:
     tls_mode: str
     tls_pin_sha256: str | None
@@ -182,7 +188,7 @@ def _check_pin_owner(session: Session, tls: TlsSettings, ae_title: str) -> None:
         return
     owner = tls_pins(session).get(tls.tls_pin_sha256)
     if owner is not None and owner != ae_title:
-        raise InvalidSetting("that certificate is already pinned to another AE title")
+        raise PinConflict("that certificate is already pinned to another AE title")
 
 
 def _check_max_pdu(value: int) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from service.core.config import Settings
@@ -26,6 +27,7 @@ from service.dicom.tls import DicomTlsFiles
 from service.jobs.transitions import FoundStudy
 
 STORED = (0x0000, 0xB000, 0xB007, 0xB006)  # success and the C-STORE warnings
+FALLBACK_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)  # offered for every class
 
 
 @dataclass
@@ -83,14 +85,19 @@ def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
     if not paths:
         return 0
     node, local = _node(settings, destination)
-    classes = sorted({str(dcmread(p, stop_before_pixels=True).SOPClassUID) for p in paths})
+    classes: dict[str, set[str]] = {}  # SOP class -> the transfer syntaxes of its files
+    for p in paths:
+        ds = dcmread(p, stop_before_pixels=True)
+        classes.setdefault(str(ds.SOPClassUID), set()).add(str(ds.file_meta.TransferSyntaxUID))
     try:
         tls = node_tls(node, local, DicomTlsFiles.from_settings(settings))
     except PacsError as exc:
         raise PermanentPacsFailure(f"{exc.code}: {exc.reason}") from None
     ae = AE(ae_title=local)
-    for c in classes:
-        ae.add_requested_context(c)
+    for c, syntaxes in sorted(classes.items()):
+        # each file goes as it is (a de-identified copy keeps its transfer syntax)
+        ae.add_requested_context(c, [*sorted(syntaxes - set(FALLBACK_SYNTAXES)),
+                                     *FALLBACK_SYNTAXES])
     assoc = ae.associate(node.host, node.port, ae_title=node.ae_title,
                          tls_args=tls.tls_args if tls is not None else None)
     if not assoc.is_established:

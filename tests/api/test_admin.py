@@ -106,7 +106,7 @@ def test_node_and_caller_tls_policy(client: TestClient, h: dict[str, str]) -> No
     r = client.post("/api/v1/admin/allowlist", json={
         "ae_title": "MODALITY", "tls_mode": "tls", "tls_pin_sha256": "ab" * 31 + "cd"},
         headers=h)
-    assert r.status_code == 422 and r.json()["error"]["code"] == "dicom-invalid-setting"
+    assert r.status_code == 409 and r.json()["error"]["code"] == "tls-pin-conflict"
     assert "already pinned" in r.json()["error"]["message"]
     # ... but to the node's own AE title calling in, it can
     r = client.post("/api/v1/admin/allowlist", json={
@@ -120,7 +120,7 @@ def test_node_and_caller_tls_policy(client: TestClient, h: dict[str, str]) -> No
     assert r.json() == {"ae_title": "ORTHANC", "host": None, "tls_mode": "tls",
                         "tls_pin_sha256": None, "tls_pin_name": None, "tls_allow_plain": True}
     for bad in ({"tls_mode": "ssl3"}, {"tls_pin_sha256": "12" * 31},
-                {"tls_pin_name": " padded"}):
+                {"tls_pin_name": " padded"}, {"tls_allow_plain": 0}):
         r = client.post("/api/v1/admin/nodes", json={"name": "p2", **NODE, **bad}, headers=h)
         assert r.status_code == 422, bad
         assert r.json()["error"]["code"] == "invalid-request"

@@ -164,7 +164,7 @@ def test_tls_policy_columns_validated_stored_and_resolved(tmp_path: Path) -> Non
         entries = admin.list_allowed(ses)
         assert admin.match_allowed(entries, "MOD", "10.9.9.9").tls_allow_plain is True  # type: ignore[union-attr]
         assert admin.match_allowed(entries, "MOD", "10.0.0.2").host is None  # type: ignore[union-attr]
-        with pytest.raises(admin.InvalidSetting, match="already pinned"):
+        with pytest.raises(admin.PinConflict, match="already pinned"):
             admin.set_caller_tls(ses, "MOD", tls_mode="tls", tls_pin_sha256="aa" * 32)
         with pytest.raises(admin.InvalidSetting, match="TLS mode"):
             admin.set_node_tls(ses, "main", tls_mode="ssl")

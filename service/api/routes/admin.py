@@ -44,12 +44,13 @@ Admin = Annotated[Principal, Depends(require_role(Role.admin))]
 NodeName = Annotated[str, Path(pattern=NODE_NAME)]
 CallingAE = Annotated[str, Path(min_length=1, max_length=16, pattern=AE_TITLE)]
 NO_NODE: Responses = {404: error_response("no PACS node with this name")}
+PINNED: Responses = {409: error_response("the certificate pin belongs to another AE title")}
 
 
 def _refusal(exc: ConfigurationError) -> ApiError:
     if isinstance(exc, ops.UnknownNode):
         return ApiError(404, exc.code, exc.reason)
-    if isinstance(exc, ops.DuplicateNode):
+    if isinstance(exc, ops.DuplicateNode | ops.PinConflict):
         return ApiError(409, exc.code, exc.reason)
     return ApiError(422, exc.code, exc.reason)
 
@@ -87,7 +88,8 @@ def nodes(session: SessionDep, _: Admin) -> list[NodeOut]:
 
 @router.post(
     "/nodes", status_code=201, response_model=NodeOut, summary="Add a PACS node",
-    responses={409: error_response("a node with this name exists")},
+    responses={409: error_response("a node with this name exists, or the certificate pin "
+                                   "belongs to another AE title")},
 )
 def add_node(body: NodeCreate, session: SessionDep, keys: KeysDep, who: Admin) -> NodeOut:
     """admin. A name already in use -> 409."""
@@ -110,7 +112,7 @@ def node(name: NodeName, session: SessionDep, _: Admin) -> NodeOut:
 
 @router.put(
     "/nodes/{name}", response_model=NodeOut, summary="Replace a PACS node's settings",
-    responses=NO_NODE,
+    responses={**NO_NODE, **PINNED},
 )
 def replace_node(
     name: NodeName, body: NodeIn, session: SessionDep, keys: KeysDep, who: Admin
@@ -171,7 +173,8 @@ def allowlist(session: SessionDep, _: Admin) -> list[AllowedOut]:
 
 
 @router.post(
-    "/allowlist", status_code=201, response_model=AllowedOut, summary="Allow a calling AE"
+    "/allowlist", status_code=201, response_model=AllowedOut, summary="Allow a calling AE",
+    responses=PINNED,
 )
 def allow(body: AllowedIn, session: SessionDep, keys: KeysDep, who: Admin) -> AllowedOut:
     """admin. Idempotent; ``host`` pins the AE title to one peer address. TLS fields given
