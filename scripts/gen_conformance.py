@@ -127,7 +127,7 @@ def default_syntaxes() -> str:
 def forward_syntaxes() -> str:
     from service.jobs.pacs import FALLBACK_SYNTAXES
 
-    return _table(("also proposed for every SOP class forwarded", "UID"),
+    return _table(("proposed for uncompressed files", "UID"),
                   ((_name(ts), f"`{ts}`") for ts in FALLBACK_SYNTAXES))
 
 

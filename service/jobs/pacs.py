@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from service.core.config import Settings
@@ -27,7 +27,7 @@ from service.dicom.tls import DicomTlsFiles
 from service.jobs.transitions import FoundStudy
 
 STORED = (0x0000, 0xB000, 0xB007, 0xB006)  # success and the C-STORE warnings
-FALLBACK_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)  # offered for every class
+FALLBACK_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)  # for uncompressed files
 
 
 @dataclass
@@ -95,9 +95,15 @@ def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
         raise PermanentPacsFailure(f"{exc.code}: {exc.reason}") from None
     ae = AE(ae_title=local)
     for c, syntaxes in sorted(classes.items()):
-        # each file goes as it is (a de-identified copy keeps its transfer syntax)
-        ae.add_requested_context(c, [*sorted(syntaxes - set(FALLBACK_SYNTAXES)),
-                                     *FALLBACK_SYNTAXES])
+        # Each file goes as it is (a de-identified copy keeps its transfer syntax): one context
+        # per compressed syntax (a peer accepts one syntax per context), one for the rest,
+        # which pynetdicom converts between as needed.
+        for ts in sorted(t for t in syntaxes if UID(t).is_compressed):
+            ae.add_requested_context(c, [ts])
+        if any(not UID(t).is_compressed for t in syntaxes):
+            ae.add_requested_context(c, [*sorted(syntaxes - {*FALLBACK_SYNTAXES}
+                                                 - {t for t in syntaxes if UID(t).is_compressed}),
+                                         *FALLBACK_SYNTAXES])
     assoc = ae.associate(node.host, node.port, ae_title=node.ae_title,
                          tls_args=tls.tls_args if tls is not None else None)
     if not assoc.is_established:

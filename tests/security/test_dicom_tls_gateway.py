@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 from sqlalchemy import select
 
 from service.core.config import Settings
@@ -30,7 +31,9 @@ from service.dicom.store_handler import StoreSink
 from service.dicom.tls import DicomTlsFiles
 from service.dicom.uid_keys import uid_key
 from service.jobs import pacs
+from synthetic.exam import fresh_exam
 from tests.peers.certs import TestPki
+from tests.peers.dcmtk import storescp as dcmtk_storescp
 from tests.peers.orthanc import orthanc_server
 from tests.security.dicom_harness import echoscu, small_exam, storescu, tls_options
 from tests.security.test_dicom_tls_scu import storescp_tls
@@ -288,3 +291,17 @@ def test_find_move_and_get_over_tls_with_orthanc(
                            local_ae="DEIDGATE", keys=site_keys)
         assert err.value.code == "tls-not-configured" and err.value.permanent
     assert _attempts(db) == []
+
+
+def test_forward_sends_each_file_in_its_own_transfer_syntax(db: str, tmp_path: Path) -> None:
+    """A de-identified copy keeps its transfer syntax: forwarding proposes it (plain DICOM
+    here, dcmtk's storescp accepting every syntax it knows)."""
+    j2k = fresh_exam(tmp_path / "j2k", index=7, views=1, transfer_syntax=JPEG2000Lossless)
+    plain = fresh_exam(tmp_path / "plain", index=8, views=1)
+    settings = Settings(home=tmp_path / "home", database_url=db)
+    with dcmtk_storescp(tmp_path / "scp", ae_title="RESEARCH") as port:
+        with session_scope(db) as s:
+            admin.add_node(s, "research", ae_title="RESEARCH", host="127.0.0.1", port=port)
+        assert pacs.forward(settings, "research", [*j2k.files, *plain.files]) == 2
+    got = {str(dcmread(p).file_meta.TransferSyntaxUID) for p in (tmp_path / "scp").iterdir()}
+    assert got == {JPEG2000Lossless, ExplicitVRLittleEndian}
