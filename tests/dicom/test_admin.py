@@ -14,6 +14,7 @@ from service.db.migrate import upgrade
 from service.db.session import session_scope
 from service.dicom import admin
 from service.dicom.tls import NodeTls, TlsMode
+from tests.peers.certs import TestPki
 
 
 def test_seed_from_settings_and_file_then_edit(migrated_db: str, home: Path) -> None:
@@ -176,3 +177,40 @@ def test_tls_policy_columns_validated_stored_and_resolved(tmp_path: Path) -> Non
         assert [r.tls_mode for r in rows] == ["off", "off"]
         assert admin.set_node_tls(ses, "main").tls == NodeTls()
         assert admin.tls_pins(ses) == {}
+
+
+def test_cli_tls_policies(cli_env: CliRunner, tmp_path: Path) -> None:
+    pki = TestPki(tmp_path / "pki")
+    pacs_cert = pki.leaf("PACS1")
+    r = cli_env.invoke(app, ["pacs", "add", "main", "--ae-title", "PACS1", "--host",
+                             "127.0.0.1", "--port", "2762", "--tls", "mtls-required",
+                             "--pin-cert", str(pacs_cert.cert)])
+    assert r.exit_code == 0, r.output
+    assert f"tls=mtls-required pin={pacs_cert.sha256[:16]}" in r.output
+    out = cli_env.invoke(app, ["pacs", "list"]).output
+    assert "tls=mtls-required" in out
+    r = cli_env.invoke(app, ["pacs", "tls", "main", "--mode", "tls", "--pin-name", "pacs1.lan"])
+    assert r.exit_code == 0 and "main: tls=tls name=pacs1.lan" in r.output, r.output  # replaced
+    r = cli_env.invoke(app, ["pacs", "tls", "main", "--mode", "tls", "--pin-name", "pacs1.lan",
+                             "--pin-cert", str(pacs_cert.cert)])
+    assert f"pin={pacs_cert.sha256[:16]}… name=pacs1.lan" in r.output, r.output
+    r = cli_env.invoke(app, ["pacs", "tls", "main", "--mode", "ssl3"])
+    assert r.exit_code == 2 and "TLS mode" in r.output
+
+    assert cli_env.invoke(app, ["ae", "allow", "MOD"]).exit_code == 0
+    r = cli_env.invoke(app, ["ae", "allow", "MOD", "--tls", "mtls-required", "--allow-plain"])
+    assert r.exit_code == 0 and "tls=mtls-required plain-allowed" in r.output, r.output
+    assert "tls=mtls-required plain-allowed" in cli_env.invoke(app, ["ae", "show"]).output
+    r = cli_env.invoke(app, ["ae", "allow", "MOD"])  # no TLS option: the policy stays
+    assert "tls=mtls-required" in r.output
+    r = cli_env.invoke(app, ["ae", "tls", "MOD", "--mode", "tls", "--pin-sha256",
+                             "AB:" * 31 + "CD"])
+    assert r.exit_code == 0 and "MOD (1 entry): tls=tls pin=abababababababab" in r.output
+    # PACS1's certificate cannot be pinned to MOD as well
+    r = cli_env.invoke(app, ["ae", "tls", "MOD", "--mode", "tls", "--pin-cert",
+                             str(pacs_cert.cert)])
+    assert r.exit_code != 0 and "already pinned" in r.output
+    r = cli_env.invoke(app, ["ae", "tls", "NOBODY", "--mode", "tls"])
+    assert r.exit_code != 0 and "not on the allow-list" in r.output
+    r = cli_env.invoke(app, ["ae", "tls", "MOD", "--pin-cert", str(tmp_path / "none.pem")])
+    assert r.exit_code == 2 and "not a readable certificate" in r.output

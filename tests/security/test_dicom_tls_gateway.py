@@ -34,6 +34,7 @@ from service.jobs import pacs
 from synthetic.exam import fresh_exam
 from tests.peers.certs import TestPki
 from tests.peers.dcmtk import storescp as dcmtk_storescp
+from tests.peers.net import free_port
 from tests.peers.orthanc import orthanc_server
 from tests.security.dicom_harness import echoscu, small_exam, storescu, tls_options
 from tests.security.test_dicom_tls_scu import storescp_tls
@@ -305,3 +306,26 @@ def test_forward_sends_each_file_in_its_own_transfer_syntax(db: str, tmp_path: P
         assert pacs.forward(settings, "research", [*j2k.files, *plain.files]) == 2
     got = {str(dcmread(p).file_meta.TransferSyntaxUID) for p in (tmp_path / "scp").iterdir()}
     assert got == {JPEG2000Lossless, ExplicitVRLittleEndian}
+
+
+def test_listener_from_settings(db: str, site_keys: SiteKeys, files: DicomTlsFiles,
+                                pki: TestPki, tmp_path: Path) -> None:
+    """The settings a deployment sets (DEIDGATE_DICOM_TLS_*) give the TLS port; a TLS port
+    without a certificate is refused at start, not served as plain."""
+    tls_port = free_port()
+    settings = Settings(home=tmp_path / "home", database_url=db, dicom_host="127.0.0.1",
+                        dicom_port=free_port(), dicom_tls_port=tls_port,
+                        dicom_tls_cert=files.cert, dicom_tls_key=files.key,
+                        dicom_tls_ca=files.ca, dicom_plain=False)
+    with session_scope(db) as s:
+        admin.allow(s, "MODALITY", tls_mode=MTLS)
+    listener = Listener.from_settings(settings, db_url=db, keys=site_keys).start()
+    try:
+        assert listener.tls_port == tls_port and listener.config.plain is False
+        assert echoscu(tls_port, tls_options(pki.leaf("MODALITY"), pki.ca)).returncode == 0
+        assert echoscu(settings.dicom_port, []).returncode != 0  # nothing listens there
+    finally:
+        listener.stop()
+    half = Settings(home=tmp_path / "home", database_url=db, dicom_tls_port=tls_port)
+    with pytest.raises(admin.InvalidSetting, match="needs DEIDGATE_DICOM_TLS_CERT"):
+        Listener.from_settings(half, db_url=db, keys=site_keys)
