@@ -139,7 +139,7 @@ def association_limits() -> str:
     rows = [
         ("listener: maximum PDU received", f"{_default('max_pdu')} bytes (local AE `max_pdu`)"),
         ("listener: associations at once, per process", lc.max_associations),
-        ("listener: ARTIM / A-ASSOCIATE timeout", f"{lc.acse_timeout:g} s"),
+        ("listener: ACSE timeout (association, release messages)", f"{lc.acse_timeout:g} s"),
         ("listener: DIMSE timeout", f"{lc.dimse_timeout:g} s"),
         ("listener: idle network timeout", f"{lc.network_timeout:g} s"),
         ("listener: TLS handshake timeout", f"{_default('dicom_tls_handshake_timeout_s'):g} s"),
