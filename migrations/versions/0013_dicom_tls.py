@@ -5,7 +5,7 @@
 accepted from this node during a migration). Existing rows keep plain DICOM (``off``).
 
 Revision ID: 0013_dicom_tls
-Revises: 0003_dicom
+Revises: 0012_received_node
 Create Date: 2026-12-07
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_dicom_tls"
-down_revision = "0003_dicom"
+down_revision = "0012_received_node"
 branch_labels = None
 depends_on = None
 

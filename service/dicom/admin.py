@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from service.core.config import Settings
 from service.core.errors import ConfigurationError
 from service.core.tls import TlsConfigError, normalise_fingerprint
 from service.db.models.dicom import TLS_MODES, AllowedCaller, LocalAE, PacsNode
+from service.dicom.leases import Leases
 from service.dicom.tls import NodeTls, TlsMode
 
 RetrieveMode = Literal["move", "get"]
@@ -100,6 +101,14 @@ class NodeConfig(_HasTls):
     tls_pin_sha256: str | None = None
     tls_pin_name: str | None = None
     tls_allow_plain: bool = False
+    # where the association limit is counted across processes and hosts (service.dicom.leases);
+    # None: per process only (a tool, an echo from the admin page)
+    leases: Leases | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def peer(self) -> str:
+        """The PACS as its association limit knows it."""
+        return f"{self.ae_title}@{self.host}:{self.port}"[:160]
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from pynetdicom.transport import ThreadedAssociationServer
 
+from service.core import logs
 from service.core.config import Settings
 from service.core.errors import ConfigurationError
 from service.core.tls import (
@@ -304,8 +305,9 @@ class TlsAssociationServer(ThreadedAssociationServer):
             if self.on_refused is not None:  # recorded before the peer sees the close
                 try:
                     self.on_refused(Refusal(reason, peer))
-                except Exception:
-                    log.exception("could not record a refused TLS connection")
+                except Exception as exc:
+                    log.error("could not record a refused TLS connection (%s)",
+                              logs.failure(exc))
             self._close(sock)
             return None
 

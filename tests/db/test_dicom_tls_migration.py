@@ -24,7 +24,7 @@ def _columns(url: str, table: str) -> set[str]:
 
 
 def test_existing_rows_stay_plain_and_the_mode_is_constrained(db_url: str) -> None:
-    upgrade(db_url, "0003_dicom")
+    upgrade(db_url, "0012_received_node")
     with get_engine(db_url).begin() as c:
         c.execute(text("INSERT INTO dicom_pacs_nodes (name, ae_title, host, port, retrieve, "
                        "max_associations, created_at) VALUES ('pacs1', 'PACS1', 'h', 104, "

@@ -238,8 +238,9 @@ def test_forward_over_tls(db: str, files: DicomTlsFiles, pki: TestPki, tmp_path:
             admin.add_node(s, "wrong", ae_title="STORESCP", host="127.0.0.1", port=peer.port,
                            tls_mode=MTLS, tls_pin_name="RESEARCH2")
         assert pacs.forward(settings, "research", exam.files) == 2
-        with pytest.raises(pacs.PermanentPacsFailure, match="tls-certificate-ae-mismatch"):
+        with pytest.raises(PacsError, match="tls-certificate-ae-mismatch") as err:
             pacs.forward(settings, "wrong", exam.files)
+        assert err.value.code == "tls-certificate-ae-mismatch" and err.value.permanent
     got = sorted(str(dcmread(p).SOPInstanceUID) for p in peer.folder.iterdir())
     assert got == sorted(exam.sop_uids)
 
@@ -282,7 +283,7 @@ def test_find_move_and_get_over_tls_with_orthanc(
         sink = StoreSink(db_url=get_url, keys=site_keys,
                          spool=Spool(tmp_path / "get-spool", free_floor_bytes=0))
         get_ctx = r.PullContext("DEIDGATE", site_keys,
-                                functools.partial(r.received_keys, get_url), sink, files)
+                                functools.partial(r.received_keys, get_url), sink, tls_files=files)
         rep = r.retrieve_study(getter, f.StudyMatch.known(exam.study_uid, site_keys, 2),
                                get_ctx, retry=FAST)
         assert rep.complete, (rep.reason, rep.detail)
