@@ -86,6 +86,22 @@ NodeName = Annotated[
 ]
 
 
+TlsMode = Literal["off", "tls", "mtls-required"]
+SHA256_PIN = r"^([0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31})$"
+PIN_NAME = r"^[!-~]([ -~]{0,62}[!-~])?$"  # printable ASCII, no space at either end
+Sha256Pin = Annotated[
+    str,
+    _matching(SHA256_PIN, 95, "a certificate pin must be a SHA-256 fingerprint (64 hex digits)"),
+    _documented(SHA256_PIN, 95, "SHA-256 fingerprint: 64 hex digits, colons between pairs "
+                "allowed"),
+]
+PinName = Annotated[
+    str,
+    _matching(PIN_NAME, 64, "a certificate name pin must be 1-64 printable characters"),
+    _documented(PIN_NAME, 64, "certificate CN or SubjectAltName"),
+]
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable machine-readable slug")
     message: str = Field(description="what went wrong, for people; never contains PHI")
@@ -306,7 +322,29 @@ class LocalAEUpdate(BaseModel):
     max_pdu: int | None = Field(None, ge=16_384, le=1 << 30, description="bytes")
 
 
-class NodeIn(BaseModel):
+class TlsIn(BaseModel):
+    """A node's DICOM TLS policy (``service.dicom.tls``); the defaults are plain DICOM."""
+
+    tls_mode: TlsMode = Field("off", description=(
+        "off: plain DICOM; tls: TLS required, the certificate checked when pinned; "
+        "mtls-required: TLS with a client/server certificate pinned to the AE title"))
+    tls_pin_sha256: Sha256Pin | None = Field(None, description=(
+        "the node's certificate's SHA-256 (64 hex digits, or colon-separated pairs)"))
+    tls_pin_name: PinName | None = Field(None, description=(
+        "the certificate must carry this CN or DNS/URI SubjectAltName (mtls-required without "
+        "a pin: the AE title)"))
+    tls_allow_plain: bool = Field(False, strict=True, description=(
+        "incoming only: still accept plain DICOM from this node (a migration)"))
+
+
+class TlsOut(BaseModel):
+    tls_mode: TlsMode
+    tls_pin_sha256: str | None = Field(description="lower-case hex")
+    tls_pin_name: str | None
+    tls_allow_plain: bool
+
+
+class NodeIn(TlsIn):
     model_config = ConfigDict(extra="forbid")
 
     ae_title: AeTitle
@@ -320,7 +358,7 @@ class NodeCreate(NodeIn):
     name: NodeName
 
 
-class NodeOut(BaseModel):
+class NodeOut(TlsOut):
     model_config = ConfigDict(from_attributes=True)
 
     name: str
@@ -331,14 +369,16 @@ class NodeOut(BaseModel):
     max_associations: int
 
 
-class AllowedIn(BaseModel):
+class AllowedIn(TlsIn):
+    """TLS fields left out keep an existing entry's policy (a new entry: plain DICOM)."""
+
     model_config = ConfigDict(extra="forbid")
 
     ae_title: AeTitle = Field(description="calling AE title")
     host: IpAddress | None = Field(None, description="pin to this IP address")
 
 
-class AllowedOut(BaseModel):
+class AllowedOut(TlsOut):
     model_config = ConfigDict(from_attributes=True)
 
     ae_title: str

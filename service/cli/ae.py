@@ -11,6 +11,14 @@ from typing import Annotated
 import typer
 
 from service.cli.common import state, transact
+from service.cli.tls_options import (
+    AllowPlain,
+    PinCert,
+    PinName,
+    PinSha256,
+    describe_tls,
+    tls_settings,
+)
 from service.dicom import admin
 
 ae_app = typer.Typer(help="The gateway's DICOM AE and its calling-AE allow-list.")
@@ -29,7 +37,8 @@ def show(ctx: typer.Context) -> None:
     if not allowed:
         typer.echo("allowed   (none: every association is rejected; add with `deidgate ae allow`)")
     for a in allowed:
-        typer.echo(f"allowed   {a.ae_title}" + (f" from {a.host}" if a.host else " from any host"))
+        typer.echo(f"allowed   {a.ae_title}" + (f" from {a.host}" if a.host else " from any host")
+                   + f"  {describe_tls(a)}")
 
 
 @ae_app.command("set")
@@ -53,10 +62,39 @@ def allow(
     ctx: typer.Context,
     calling_ae: Annotated[str, typer.Argument(help="calling AE title")],
     host: Annotated[str | None, typer.Option("--host", help="only from this IP address")] = None,
+    tls: Annotated[str | None, typer.Option(
+        "--tls", help="off | tls | mtls-required (unset: keep the entry's)")] = None,
+    pin_sha256: PinSha256 = None,
+    pin_cert: PinCert = None,
+    pin_name: PinName = None,
+    allow_plain: AllowPlain = False,
 ) -> None:
-    """Allow a calling AE title to associate (optionally only from one address)."""
-    a = transact(ctx, lambda s: admin.allow(s, calling_ae, host), seed_dicom=True)
-    typer.echo(f"allowed {a.ae_title}" + (f" from {a.host}" if a.host else " from any host"))
+    """Allow a calling AE title to associate (optionally only from one address, optionally
+    only over DICOM TLS with its certificate pinned to the title)."""
+    t = (tls_settings(tls, pin_sha256, pin_cert, pin_name, allow_plain)
+         if tls is not None or pin_sha256 or pin_cert or pin_name or allow_plain else {})
+    a = transact(ctx, lambda s: admin.allow(s, calling_ae, host, **t), seed_dicom=True)
+    typer.echo(f"allowed {a.ae_title}" + (f" from {a.host}" if a.host else " from any host")
+               + f"  {describe_tls(a)}")
+
+
+@ae_app.command("tls")
+def tls_(
+    ctx: typer.Context,
+    calling_ae: Annotated[str, typer.Argument(help="calling AE title on the allow-list")],
+    mode: Annotated[str, typer.Option("--mode", help="off | tls | mtls-required")] = "off",
+    pin_sha256: PinSha256 = None,
+    pin_cert: PinCert = None,
+    pin_name: PinName = None,
+    allow_plain: AllowPlain = False,
+) -> None:
+    """Set the DICOM TLS policy of a calling AE (all its allow-list entries): ``tls`` refuses
+    its plain associations, ``mtls-required`` also needs a client certificate naming the AE
+    title (or matching the pin); ``--allow-plain`` accepts plain DICOM during a migration."""
+    t = tls_settings(mode, pin_sha256, pin_cert, pin_name, allow_plain)
+    rows = transact(ctx, lambda s: admin.set_caller_tls(s, calling_ae, **t), seed_dicom=True)
+    typer.echo(f"{calling_ae.strip()} ({len(rows)} entr{'y' if len(rows) == 1 else 'ies'}): "
+               f"{describe_tls(rows[0])}")
 
 
 @ae_app.command("disallow")

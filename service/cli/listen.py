@@ -41,10 +41,15 @@ def listen(
     except DeidgateError as exc:
         exit_for(exc)
     with stop_signals() as stop:
-        listener.start()
+        try:
+            listener.start()  # a TLS key or certificate that does not load stops here
+        except DeidgateError as exc:
+            exit_for(exc)
         c = listener.config
         n = getattr(listener, "processes", 1)
-        typer.echo(f"listening as {c.ae_title} on {c.host}:{listener.port} (max PDU "
+        plain = f"{c.host}:{listener.port}" if c.plain else "no plain port"
+        tls = f", DICOM TLS on port {listener.tls_port}" if listener.tls_port is not None else ""
+        typer.echo(f"listening as {c.ae_title} on {plain}{tls} (max PDU "
                    f"{c.max_pdu}, {n} process{'es' if n > 1 else ''}); "
                    f"spool {st.settings.spool_dir}; Ctrl-C stops", err=True)
         listener.serve_forever(stop)

@@ -235,7 +235,9 @@ def serve(
                 typer.echo(f"API      {emb.api_url}/api/v1  (docs {emb.api_url}/docs)")
             if emb.listener is not None:
                 c = emb.listener.config
-                typer.echo(f"DICOM    AE {c.ae_title} on {c.host}:{emb.listener.port}")
+                tls = emb.listener.tls_port
+                typer.echo(f"DICOM    AE {c.ae_title} on {c.host}:{emb.listener.port}"
+                           + (f", TLS port {tls}" if tls is not None else ""))
             typer.echo(f"data     {st.settings.home}   (Ctrl-C stops)")
             emb.run_until(stop)
         finally:

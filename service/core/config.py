@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     dicom_tls_port: int | None = Field(
         default=None, description="TLS listener port (DICOM's is 2762); unset: no TLS listener")
     dicom_tls_handshake_timeout_s: float = Field(default=10.0, gt=0)
+    dicom_plain: bool = Field(
+        default=True, description="serve plain DICOM on dicom_port; false: the TLS port only")
     https_cert: Path | None = Field(default=None, description="PEM certificate for the API/UI")
     https_key: Path | None = Field(default=None, description="its private key, mode 0600")
     hsts_max_age_s: int = Field(default=31_536_000, ge=0)

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from service.core.keys import SiteKeys
 from service.dicom.admin import NodeConfig
 from service.dicom.scu import PENDING, PacsError, Timeouts, association, silent_peer
+from service.dicom.tls import DicomTlsFiles
 from service.dicom.uid_keys import uid_key
 
 log = logging.getLogger(__name__)
@@ -213,13 +214,15 @@ def instances_of(assoc: Any, study_uid: str, series_uid: str = "") -> list[tuple
 
 def find_studies(node: NodeConfig, request: RetrieveRequest | Mapping[str, Any], *,
                  local_ae: str, keys: SiteKeys, timeouts: Timeouts | None = None,
-                 progress: Callable[[int], None] | None = None) -> list[StudyMatch]:
+                 progress: Callable[[int], None] | None = None,
+                 tls_files: DicomTlsFiles | None = None) -> list[StudyMatch]:
     """C-FIND at study level (then series, then instance level where the PACS gives no count);
-    one query per requested value, results de-duplicated. ``progress(n)`` gets studies found."""
+    one query per requested value, results de-duplicated. ``progress(n)`` gets studies found.
+    ``tls_files``: our DICOM TLS certificate and CA bundle, for a node that needs TLS."""
     req = request if isinstance(request, RetrieveRequest) else RetrieveRequest.from_mapping(request)
     t = timeouts or Timeouts()
     found: dict[str, StudyMatch] = {}
-    with association(node, local_ae, [(FIND, None)], t) as assoc:
+    with association(node, local_ae, [(FIND, None)], t, tls_files=tls_files) as assoc:
         for q in _queries(req):
             for ident in c_find(assoc, q):
                 uid = str(ident.get("StudyInstanceUID", "") or "")

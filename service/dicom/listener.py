@@ -4,6 +4,12 @@ Who may associate is decided per association from the database allow-list (cache
 seconds, so ``deidgate ae allow`` takes effect without a restart); anyone else gets
 A-ASSOCIATE-RJ (rejected-permanent, service-user, calling-AE-title-not-recognised) and the
 attempt is recorded. Every accepted C-STORE goes through ``StoreSink`` (spool, record, hook).
+
+With DICOM TLS configured (``DEIDGATE_DICOM_TLS_*``) a second port speaks TLS 1.2+ only
+(``service.dicom.tls``): the handshake runs in the connection's thread, and after the
+allow-list each association passes its calling AE's TLS policy (certificate pinned to the AE
+title, plain DICOM refused where the node requires TLS). Every refusal, in the handshake or
+after the request, is recorded in ``dicom_association_attempts`` with its PHI-free code.
 """
 
 from __future__ import annotations
@@ -39,6 +45,13 @@ from service.dicom.sopclasses import (
 )
 from service.dicom.spool import Spool
 from service.dicom.store_handler import OnStored, StoreSink
+from service.dicom.tls import (
+    DicomTlsFiles,
+    Refusal,
+    TlsAssociationServer,
+    TlsGuard,
+    listener_context,
+)
 
 log = logging.getLogger(__name__)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output echoes identifiers
@@ -99,22 +112,38 @@ def _storage_service_for_unknown(event: Any) -> dict[str, Any]:
 
 
 class AllowList:
-    """The allow-list as the listener sees it: re-read from the database every ``ttl`` s."""
+    """The allow-list as the listener sees it, with the PACS nodes (their TLS policies) and
+    every pinned certificate: re-read from the database every ``ttl`` s."""
 
     def __init__(self, db_url: str, ttl: float = 5.0) -> None:
         self.db_url = db_url
         self.ttl = ttl
         self._entries: list[admin.AllowedAE] = []
+        self._nodes: list[admin.NodeConfig] = []
+        self._pins: dict[str, str] = {}
         self._at = -1e9
         self._lock = threading.Lock()
 
-    def entries(self) -> list[admin.AllowedAE]:
+    def _refresh(self) -> None:
         with self._lock:
             if time.monotonic() - self._at > self.ttl:
                 with get_sessionmaker(self.db_url)() as s:
                     self._entries = admin.list_allowed(s)
+                    self._nodes = admin.list_nodes(s)
+                    self._pins = admin.tls_pins(s)
                 self._at = time.monotonic()
-            return self._entries
+
+    def entries(self) -> list[admin.AllowedAE]:
+        self._refresh()
+        return self._entries
+
+    def tls_guard(self, calling_ae: str, peer_host: str) -> TlsGuard:
+        """The TLS check for one association (its entry's policy, the pins), from the cache."""
+        self._refresh()
+        entry = admin.match_allowed(self._entries, calling_ae, peer_host)
+        policy = admin.incoming_tls(entry, self._nodes)
+        pins = self._pins
+        return TlsGuard(lambda _ae: policy, lambda: pins)
 
     def invalidate(self) -> None:
         with self._lock:
@@ -138,6 +167,10 @@ class ListenerConfig:
     stream_writes: bool = True  # write to the spool as PDUs arrive (receive_stream)
     reuse_port: bool = False  # SO_REUSEPORT: processes share the port (listener_group)
     max_inflated_bytes: int = MAX_INFLATED_BYTES  # a deflated data set's cap (deflate bombs)
+    plain: bool = True  # serve plain DICOM on ``port`` (False: the TLS port only)
+    tls_port: int | None = None  # DICOM TLS on this port (0 = any free port); None: none
+    tls: DicomTlsFiles | None = None  # our certificate, key and the CA bundle for peers
+    tls_handshake_timeout: float = 10.0
 
 
 class _ReusePortServer(ThreadedAssociationServer):
@@ -148,6 +181,10 @@ class _ReusePortServer(ThreadedAssociationServer):
         sock: socket.socket = self.socket  # type: ignore[assignment]  # set by TCPServer
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+
+class _TlsReusePortServer(TlsAssociationServer, _ReusePortServer):
+    """The TLS port of a listener group: handshake per thread, shared port."""
 
 
 class Serving:
@@ -189,7 +226,11 @@ class Listener(Serving):
         self.sink = StoreSink(db_url=db_url, keys=keys, spool=spool, on_stored=on_stored,
                               stream=self.stream, max_inflated=config.max_inflated_bytes)
         self.allow_list = AllowList(db_url, ttl=config.allow_cache_s)
-        self._server: ThreadedAssociationServer | None = None
+        if not config.plain and config.tls_port is None:
+            raise admin.InvalidSetting("plain DICOM is off but no DICOM TLS port is set")
+        if config.tls_port is not None and config.tls is None:
+            raise admin.InvalidSetting("a DICOM TLS port needs DEIDGATE_DICOM_TLS_CERT and _KEY")
+        self._servers: dict[str, ThreadedAssociationServer] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, db_url: str, keys: SiteKeys,
@@ -218,7 +259,7 @@ class Listener(Serving):
     def start(self, *, sweep: bool = True) -> Self:
         """``sweep=False`` for a process joining a running group: the ``.part`` files in the
         spool are then another process's arrivals, not a crash's leftovers."""
-        if self._server is not None:
+        if self._servers:
             return self
         if sweep:
             self.sink.spool.sweep_partials()
@@ -232,36 +273,59 @@ class Listener(Serving):
             (evt.EVT_C_ECHO, lambda event: 0x0000),
             *(self.stream.handlers() if self.stream is not None else []),
         ]
-        server_class = _ReusePortServer if self.config.reuse_port else ThreadedAssociationServer
-        server = ae.make_server((self.config.host, self.config.port), evt_handlers=handlers,
-                                server_class=server_class)
-        threading.Thread(target=server.serve_forever, name="deidgate-acceptor",
-                         daemon=True).start()
-        ae._servers.append(server)  # as AE.start_server does
-        self._server = server
-        log.info("listener %s on %s:%d", self.config.ae_title, self.config.host, self.port)
+        c = self.config
+        servers: dict[str, ThreadedAssociationServer] = {}
+        try:
+            if c.plain:
+                server_class = _ReusePortServer if c.reuse_port else ThreadedAssociationServer
+                servers["plain"] = ae.make_server((c.host, c.port), evt_handlers=handlers,
+                                                  server_class=server_class)
+            if c.tls_port is not None and c.tls is not None:
+                tls_class = _TlsReusePortServer if c.reuse_port else TlsAssociationServer
+                servers["tls"] = ae.make_server(
+                    (c.host, c.tls_port), evt_handlers=handlers, server_class=tls_class,
+                    ssl_context=listener_context(c.tls), on_refused=self._record_refusal,
+                    handshake_timeout=c.tls_handshake_timeout)
+        except BaseException:
+            for server in servers.values():
+                server.server_close()
+            raise
+        for kind, server in servers.items():
+            threading.Thread(target=server.serve_forever, name=f"deidgate-acceptor-{kind}",
+                             daemon=True).start()
+            ae._servers.append(server)  # as AE.start_server does
+        self._servers = servers
+        log.info("listener %s on %s: plain port %s, TLS port %s", c.ae_title, c.host,
+                 self.port if c.plain else "off", self.tls_port)
         return self
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            return self.config.port
-        return int(self._server.server_address[1])
+        """The plain DICOM port (the configured one until started)."""
+        server = self._servers.get("plain")
+        return self.config.port if server is None else int(server.server_address[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        server = self._servers.get("tls")
+        return self.config.tls_port if server is None else int(server.server_address[1])
 
     def stop(self, wait: float = 2.0) -> None:
         """Stop accepting, abort running associations, close the socket. Waits at most
         ``wait`` s for handlers already running to finish their durable write; never longer
         (a handler blocked in a slow hook must not hold shutdown). An aborted sender is never
         told "stored", so it resends; a duplicate is answered idempotently."""
-        server, self._server = self._server, None
-        if server is None:
+        servers, self._servers = list(self._servers.values()), {}
+        if not servers:
             return
-        running = list(server.active_associations)
-        socketserver.BaseServer.shutdown(server)  # no new associations
+        for server in servers:
+            socketserver.BaseServer.shutdown(server)  # no new associations
+        running = [a for server in servers for a in server.active_associations]
         for assoc in running:
             assoc.abort()
-        server.block_on_close = False  # socketserver would otherwise join every thread
-        server.shutdown()  # closes the listening socket
+        for server in servers:
+            server.block_on_close = False  # socketserver would otherwise join every thread
+            server.shutdown()  # closes the listening socket
         deadline = time.monotonic() + wait
         for assoc in running:
             assoc.join(max(0.0, deadline - time.monotonic()))
@@ -282,18 +346,35 @@ class Listener(Serving):
             assoc.kill()
             return
         if ok:
-            _accept_as_offered(assoc)
+            guard = self.allow_list.tls_guard(calling, peer)
+            refusal = guard.check(assoc)
+            if refusal is None:
+                _accept_as_offered(assoc)
+                return
+            log.warning("rejecting association from AE %r at %s: %s", calling, peer,
+                        refusal.reason.value)
+            self._record_refusal(refusal)  # before the answer, as below
+            guard.reject(assoc, refusal)
             return
         log.warning("rejecting association from AE %s at %s: calling AE not allowed", calling,
                     peer)
-        try:  # recorded before the answer, so the record exists once the peer knows
-            with session_scope(self.db_url) as s:
-                s.add(AssociationAttempt(calling_ae=calling[:16], called_ae=called[:16],
-                                         peer_host=peer[:255], reason="calling-ae-not-allowed"))
-        except Exception as exc:
-            log.error("could not record a rejected association (%s)", logs.failure(exc))
+        # recorded before the answer, so the record exists once the peer knows
+        self._record(calling, called, peer, "calling-ae-not-allowed")
         assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
         assoc.kill()  # as pynetdicom does itself: lets the DUL send the RJ before closing
+
+    def _record(self, calling: str, called: str, peer: str, reason: str) -> None:
+        try:
+            with session_scope(self.db_url) as s:
+                s.add(AssociationAttempt(calling_ae=calling[:16], called_ae=called[:16],
+                                         peer_host=peer[:255], reason=reason[:64]))
+        except Exception as exc:
+            log.error("could not record a rejected association (%s)", logs.failure(exc))
+
+    def _record_refusal(self, refusal: Refusal) -> None:
+        """A TLS refusal: in the handshake (no AE titles known yet) or after the request."""
+        self._record(refusal.calling_ae, refusal.called_ae, refusal.peer_host,
+                     refusal.reason.value)
 
 
 def config_from_settings(settings: Settings, *, db_url: str,
@@ -302,9 +383,12 @@ def config_from_settings(settings: Settings, *, db_url: str,
     with session_scope(db_url) as s:
         admin.seed_from_settings(s, settings)
         local = admin.get_local_ae(s, settings)
+    tls = DicomTlsFiles.from_settings(settings)
     conf = ListenerConfig(ae_title=local.ae_title, host=local.host, port=local.port,
                           max_pdu=local.max_pdu,
-                          max_inflated_bytes=settings.dicom_max_inflated_mb << 20)
+                          max_inflated_bytes=settings.dicom_max_inflated_mb << 20,
+                          plain=settings.dicom_plain, tls_port=settings.dicom_tls_port,
+                          tls=tls, tls_handshake_timeout=settings.dicom_tls_handshake_timeout_s)
     for k, v in overrides.items():
         setattr(conf, k, v)
     settings.spool_dir.mkdir(parents=True, exist_ok=True)

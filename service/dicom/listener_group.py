@@ -98,11 +98,16 @@ class ListenerGroup(Serving):
     def port(self) -> int:
         return self.leader.port
 
+    @property
+    def tls_port(self) -> int | None:
+        return self.leader.tls_port
+
     def start(self) -> Self:
         if self.children:
             return self
         self.leader.start()  # sweeps crash leftovers before anyone receives; fixes port 0
-        child_config = ListenerConfig(**{**vars(self.config), "port": self.leader.port})
+        child_config = ListenerConfig(**{**vars(self.config), "port": self.leader.port,
+                                         "tls_port": self.leader.tls_port})
         ctx = multiprocessing.get_context("spawn")
         pending: list[tuple[BaseProcess, Connection]] = []
         try:

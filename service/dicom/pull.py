@@ -43,6 +43,7 @@ from service.dicom.scu import PENDING, PacsError, Timeouts, association, silent_
 from service.dicom.sopclasses import MAMMOGRAPHY, OTHER_STORAGE, TRANSFER_SYNTAXES
 from service.dicom.spool import Spool
 from service.dicom.store_handler import StoreSink
+from service.dicom.tls import DicomTlsFiles
 from service.dicom.uid_keys import uid_key
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def received_keys(db_url: str, study_key: str) -> set[str]:
 class PullContext:
     """Where a pull delivers and how its arrivals are seen: our AE title (the C-MOVE
     destination), the site keys, the SOP keys recorded for a study key, and for C-GET nodes
-    the spool sink the instances are stored through."""
+    the spool sink the instances are stored through; our DICOM TLS files for a TLS node."""
 
     local_ae: str
     keys: SiteKeys
@@ -142,6 +143,7 @@ class PullContext:
     should_stop: Callable[[], bool] | None = None
     stop_poll_s: float = 0.5
     cancel_grace_s: float = 3.0  # a PACS that ignores C-CANCEL is aborted after this
+    tls_files: DicomTlsFiles | None = None
 
     @classmethod
     def for_settings(cls, settings: Settings, node: NodeConfig) -> PullContext:
@@ -153,7 +155,8 @@ class PullContext:
         if node.retrieve == "get":
             # this host's spool: the files' rows name this node, de-identified here
             sink = StoreSink(db_url=settings.db_url, keys=keys, spool=Spool.for_settings(settings))
-        return cls(local_ae, keys, functools.partial(received_keys, settings.db_url), sink)
+        return cls(local_ae, keys, functools.partial(received_keys, settings.db_url), sink,
+                   tls_files=DicomTlsFiles.from_settings(settings))
 
 
 # --- C-MOVE / C-GET -------------------------------------------------------------------------
@@ -304,6 +307,7 @@ def _pull(node: NodeConfig, study_uid: str, plan: dict[str, list[str]] | None, *
           on_pending: Callable[[int | None], None],
           ctx: PullContext | None = None) -> _PullResult:
     res = _PullResult()
+    tls_files = ctx.tls_files if ctx is not None else None
     should_stop = ctx.should_stop if ctx is not None else None
     poll = ctx.stop_poll_s if ctx is not None else 0.5
     grace = ctx.cancel_grace_s if ctx is not None else 3.0
@@ -312,10 +316,11 @@ def _pull(node: NodeConfig, study_uid: str, plan: dict[str, list[str]] | None, *
             raise PacsError("C-GET needs a spool sink", code="configuration", permanent=True)
         contexts, roles = _get_contexts()
         cm = association(node, local_ae, contexts, timeouts, ext_neg=roles,
-                         evt_handlers=[(evt.EVT_C_STORE, sink.handle_store)])
+                         evt_handlers=[(evt.EVT_C_STORE, sink.handle_store)],
+                         tls_files=tls_files)
         model = GET
     else:
-        cm = association(node, local_ae, [(MOVE, None)], timeouts)
+        cm = association(node, local_ae, [(MOVE, None)], timeouts, tls_files=tls_files)
         model = MOVE
     watch: _CancelWatch | None = None
     try:
@@ -337,10 +342,11 @@ def _pull(node: NodeConfig, study_uid: str, plan: dict[str, list[str]] | None, *
 
 def _missing_plan(node: NodeConfig, study_uid: str, have: set[str], *, local_ae: str,
                   keys: SiteKeys, timeouts: Timeouts,
-                  only: list[str] | None = None) -> tuple[int, dict[str, list[str]]]:
+                  only: list[str] | None = None,
+                  tls_files: DicomTlsFiles | None = None) -> tuple[int, dict[str, list[str]]]:
     """(instances the PACS lists, {series UID: missing SOP UIDs, or [] for a whole series});
     ``only``: these series (the filtered retrieval's), else the whole study."""
-    with association(node, local_ae, [(FIND, None)], timeouts) as assoc:
+    with association(node, local_ae, [(FIND, None)], timeouts, tls_files=tls_files) as assoc:
         if only is None:
             listing = instances_of(assoc, study_uid)
         else:
@@ -485,7 +491,8 @@ class _Attempt:
         """What the PACS lists that is not in ``have``; raises ``expected`` to what it lists."""
         listed, plan = _missing_plan(self.node, self.study.study_uid, have,
                                      local_ae=self.ctx.local_ae, keys=self.ctx.keys,
-                                     timeouts=self.policy.timeouts, only=self.only)
+                                     timeouts=self.policy.timeouts, only=self.only,
+                                     tls_files=self.ctx.tls_files)
         self.report.expected = max(self.report.expected or 0, listed)
         return plan
 

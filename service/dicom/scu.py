@@ -3,6 +3,11 @@
 Every failure is a ``PacsError`` whose ``code`` says what happened (refused, timed out, rejected
 with the peer's reason, aborted, a failure status) and whether retrying can help; messages name
 the node and codes, never patient data.
+
+A node whose ``tls_mode`` is not ``off`` is reached over DICOM TLS only (``service.dicom.
+tls_scu``: TLS 1.2+, its certificate checked against our CA bundle, its host name and its pin,
+ours presented for ``mtls-required``); a TLS refusal is a ``PacsError`` with the refusal's code
+(``tls-certificate-expired``, ``tls-certificate-ae-mismatch``, ...). Never a plain fallback.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from typing import Any
 from pynetdicom import AE
 
 from service.core.errors import Retryable
+from service.core.tls import TlsConfigError
 from service.dicom import pynetdicom_patch
 from service.dicom.admin import NodeConfig
+from service.dicom.tls import DicomTlsFiles, TlsRefusal
+from service.dicom.tls_scu import ScuTls, scu_tls
 
 log = logging.getLogger(__name__)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
@@ -74,7 +82,20 @@ def probe_tcp(host: str, port: int, timeout: float) -> str | None:
         return "unreachable"
 
 
-def _failure(node: NodeConfig, assoc: Any, timeouts: Timeouts) -> PacsError:
+_TRANSIENT_TLS = (TlsRefusal.handshake_timeout, TlsRefusal.handshake_failed)
+
+
+def tls_failure(node: NodeConfig, refusal: TlsRefusal) -> PacsError:
+    """A TLS refusal: a certificate or a pin an operator must fix, so not retried (a handshake
+    that timed out or broke off may be the network, so that is)."""
+    return PacsError(f"PACS node {node.name}: DICOM TLS refused ({refusal.value})",
+                     code=refusal.value, permanent=refusal not in _TRANSIENT_TLS)
+
+
+def _failure(node: NodeConfig, assoc: Any, timeouts: Timeouts,
+             tls: ScuTls | None = None) -> PacsError:
+    if tls is not None and tls.refusal is not None:
+        return tls_failure(node, tls.refusal)
     if assoc.is_rejected:
         rj = assoc.acceptor.primitive
         result = getattr(rj, "result_str", "rejected")
@@ -117,35 +138,55 @@ def make_ae(local_ae: str, timeouts: Timeouts) -> AE:
     return ae
 
 
+def node_tls(node: NodeConfig, local_ae: str, files: DicomTlsFiles | None) -> ScuTls | None:
+    """The TLS of one association to ``node`` (None: plain DICOM, the node's ``off``). The
+    name pin defaults to the node's AE title; a node that needs TLS while DICOM TLS is not
+    configured is a permanent ``tls-not-configured`` failure, never a plain association."""
+    if node.tls_mode == "off":
+        return None
+    if files is None:
+        raise PacsError(f"PACS node {node.name} needs DICOM TLS but it is not configured "
+                        f"(DEIDGATE_DICOM_TLS_CERT, _KEY, _CA)", code="tls-not-configured",
+                        permanent=True)
+    try:
+        return scu_tls(files, node.tls, node=node.name, ae_title=node.ae_title, host=node.host)
+    except TlsConfigError as exc:  # our certificate, key or CA bundle does not load
+        raise PacsError(exc.reason, code=exc.code, permanent=True) from None
+
+
 @contextmanager
 def association(node: NodeConfig, local_ae: str, contexts: Sequence[tuple[str, list[str] | None]],
                 timeouts: Timeouts, *, ext_neg: list[Any] | None = None,
-                evt_handlers: list[Any] | None = None) -> Iterator[Any]:
+                evt_handlers: list[Any] | None = None,
+                tls_files: DicomTlsFiles | None = None) -> Iterator[Any]:
     """An established association (released afterwards) within the node's concurrency limit:
     this process's threads share a semaphore, and with ``node.leases`` every process on every
-    host holds a lease in the database while its association lasts."""
+    host holds a lease in the database while its association lasts. Over TLS when the node's
+    policy says so (``tls_files``: our certificate and CA bundle)."""
+    tls = node_tls(node, local_ae, tls_files)
     sem = _slot(node)
     started = time.monotonic()
     if not sem.acquire(timeout=timeouts.slot):
         raise PacsError(f"no free association slot for PACS node {node.name}", code="pacs-busy")
     try:
         if node.leases is None:
-            yield from _associate(node, local_ae, contexts, timeouts, ext_neg, evt_handlers)
+            yield from _associate(node, local_ae, contexts, timeouts, ext_neg, evt_handlers, tls)
             return
         wait = max(0.0, timeouts.slot - (time.monotonic() - started))
         with node.leases.hold(node.peer, node.max_associations, wait_s=wait) as slot:
             if slot is None:
                 raise PacsError(f"no free association slot for PACS node {node.name} "
                                 "(held by other workers)", code="pacs-busy")
-            yield from _associate(node, local_ae, contexts, timeouts, ext_neg, evt_handlers)
+            yield from _associate(node, local_ae, contexts, timeouts, ext_neg, evt_handlers, tls)
     finally:
         sem.release()
 
 
 def _associate(node: NodeConfig, local_ae: str,
                contexts: Sequence[tuple[str, list[str] | None]], timeouts: Timeouts,
-               ext_neg: list[Any] | None, evt_handlers: list[Any] | None) -> Iterator[Any]:
-    """Open one association; the caller holds the slot."""
+               ext_neg: list[Any] | None, evt_handlers: list[Any] | None,
+               tls: ScuTls | None = None) -> Iterator[Any]:
+    """Open one association (over ``tls`` when given); the caller holds the slot."""
     ae = make_ae(local_ae, timeouts)
     for uid, syntaxes in contexts:
         if syntaxes:
@@ -154,12 +195,15 @@ def _associate(node: NodeConfig, local_ae: str,
             ae.add_requested_context(uid)
     try:
         assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=ext_neg,
-                             evt_handlers=evt_handlers)
+                             evt_handlers=evt_handlers,
+                             tls_args=tls.tls_args if tls is not None else None)
     except (OSError, UnicodeError) as exc:  # resolving the host name failed (gaierror, idna)
+        if tls is not None and tls.refusal is not None:
+            raise tls_failure(node, tls.refusal) from None
         raise PacsError(f"PACS node {node.name} at {node.host}:{node.port} is unreachable "
                         f"({type(exc).__name__})", code="pacs-unreachable") from None
     if not assoc.is_established:
-        raise _failure(node, assoc, timeouts)
+        raise _failure(node, assoc, timeouts, tls)
     try:
         yield assoc
     finally:
@@ -177,12 +221,15 @@ class EchoResult:
     detail: str = ""
 
 
-def echo(node: NodeConfig, local_ae: str, *, timeout: float = 10.0) -> EchoResult:
-    """C-ECHO round trip (association, echo, release), or the exact reason it failed."""
+def echo(node: NodeConfig, local_ae: str, *, timeout: float = 10.0,
+         tls_files: DicomTlsFiles | None = None) -> EchoResult:
+    """C-ECHO round trip (association, echo, release), or the exact reason it failed (a TLS
+    refusal's code, e.g. ``tls-certificate-expired``, for a TLS node)."""
     t = Timeouts(connect=timeout, dimse=timeout, network=timeout, slot=timeout)
     start = time.perf_counter()
     try:
-        with association(node, local_ae, [("1.2.840.10008.1.1", None)], t) as assoc:
+        with association(node, local_ae, [("1.2.840.10008.1.1", None)], t,
+                         tls_files=tls_files) as assoc:
             status = assoc.send_c_echo()
             rtt = (time.perf_counter() - start) * 1000
             if status is None or "Status" not in status:

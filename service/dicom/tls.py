@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from pynetdicom.transport import ThreadedAssociationServer
 
+from service.core import logs
 from service.core.config import Settings
 from service.core.errors import ConfigurationError
 from service.core.tls import (
@@ -131,6 +133,17 @@ class PeerCertificate:
         except x509.ExtensionNotFound:
             pass
         return cls(sha256_fingerprint(der), frozenset(n.casefold() for n in names))
+
+
+def certificate_fingerprint(path: Path) -> str:
+    """The SHA-256 pin of a PEM (or DER) certificate file, as ``NodeTls.pin_sha256`` holds it."""
+    try:
+        data = Path(path).read_bytes()
+        cert = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                else x509.load_der_x509_certificate(data))
+    except (OSError, ValueError):
+        raise ValueError(f"{path} is not a readable certificate") from None
+    return sha256_fingerprint(cert.public_bytes(Encoding.DER))
 
 
 def check_peer(policy: NodeTls, *, ae_title: str, tls: bool, cert: PeerCertificate | None,
@@ -292,8 +305,9 @@ class TlsAssociationServer(ThreadedAssociationServer):
             if self.on_refused is not None:  # recorded before the peer sees the close
                 try:
                     self.on_refused(Refusal(reason, peer))
-                except Exception:
-                    log.exception("could not record a refused TLS connection")
+                except Exception as exc:
+                    log.error("could not record a refused TLS connection (%s)",
+                              logs.failure(exc))
             self._close(sock)
             return None
 

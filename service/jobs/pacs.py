@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from service.core.config import Settings
@@ -24,9 +25,12 @@ from service.dicom import admin
 from service.dicom.find import SeriesFilter, StudyMatch, find_studies
 from service.dicom.leases import Leases
 from service.dicom.pull import PullContext, RetryPolicy, retrieve_study
+from service.dicom.scu import node_tls, tls_failure
+from service.dicom.tls import DicomTlsFiles
 from service.jobs.transitions import FoundStudy
 
 STORED = (0x0000, 0xB000, 0xB007, 0xB006)  # success and the C-STORE warnings
+FALLBACK_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)  # for uncompressed files
 
 
 @dataclass
@@ -52,7 +56,8 @@ def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundSt
     """C-FIND through the DICOM area's SCU (study, series or instance level counts)."""
     node, local = _node(settings, pacs)
     # a PacsError marked permanent goes up as it is: the base task fails the job with it
-    found = find_studies(node, request, local_ae=local, keys=SiteKeys.for_settings(settings))
+    found = find_studies(node, request, local_ae=local, keys=SiteKeys.for_settings(settings),
+                         tls_files=DicomTlsFiles.from_settings(settings))
     return [FoundStudy(study_uid=f.study_uid, expected=f.expected) for f in found]
 
 
@@ -78,16 +83,33 @@ def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None
 
 
 def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
-    """C-STORE de-identified files to a research PACS node."""
+    """C-STORE de-identified files to a research PACS node (over DICOM TLS when its policy
+    says so; a TLS refusal is the refusal's code, not retried)."""
     if not paths:
         return 0
     node, local = _node(settings, destination)
-    classes = sorted({str(dcmread(p, stop_before_pixels=True).SOPClassUID) for p in paths})
+    classes: dict[str, set[str]] = {}  # SOP class -> the transfer syntaxes of its files
+    for p in paths:
+        ds = dcmread(p, stop_before_pixels=True)
+        classes.setdefault(str(ds.SOPClassUID), set()).add(str(ds.file_meta.TransferSyntaxUID))
+    # a node that needs TLS we cannot speak is a permanent PacsError (tls-not-configured)
+    tls = node_tls(node, local, DicomTlsFiles.from_settings(settings))
     ae = AE(ae_title=local)
-    for c in classes:
-        ae.add_requested_context(c)
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    for c, syntaxes in sorted(classes.items()):
+        # Each file goes as it is (a de-identified copy keeps its transfer syntax): one context
+        # per compressed syntax (a peer accepts one syntax per context), one for the rest,
+        # which pynetdicom converts between as needed.
+        for ts in sorted(t for t in syntaxes if UID(t).is_compressed):
+            ae.add_requested_context(c, [ts])
+        if any(not UID(t).is_compressed for t in syntaxes):
+            ae.add_requested_context(c, [*sorted(syntaxes - {*FALLBACK_SYNTAXES}
+                                                 - {t for t in syntaxes if UID(t).is_compressed}),
+                                         *FALLBACK_SYNTAXES])
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title,
+                         tls_args=tls.tls_args if tls is not None else None)
     if not assoc.is_established:
+        if tls is not None and tls.refusal is not None:  # permanent: a certificate to fix
+            raise tls_failure(node, tls.refusal)
         raise Retryable(f"destination {node.name} did not accept an association",
                         code="destination-unavailable")
     sent = 0

@@ -13,6 +13,8 @@ from tests.peers.dcmtk import storescp
 from tests.peers.net import free_port
 
 NODE = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242}
+PLAIN = {"tls_mode": "off", "tls_pin_sha256": None, "tls_pin_name": None,
+         "tls_allow_plain": False}
 
 
 @pytest.fixture()
@@ -42,7 +44,8 @@ def test_nodes_crud(client: TestClient, h: dict[str, str]) -> None:
     assert client.get("/api/v1/admin/nodes", headers=h).json() == []
     r = client.post("/api/v1/admin/nodes", json={"name": "pacs1", **NODE}, headers=h)
     assert r.status_code == 201, r.text
-    assert r.json() == {"name": "pacs1", **NODE, "retrieve": "move", "max_associations": 2}
+    assert r.json() == {"name": "pacs1", **NODE, "retrieve": "move", "max_associations": 2,
+                        **PLAIN}
 
     dup = client.post("/api/v1/admin/nodes", json={"name": "pacs1", **NODE}, headers=h)
     assert dup.status_code == 409 and dup.json()["error"]["code"] == "pacs-node-exists"
@@ -79,16 +82,48 @@ def test_allowlist(client: TestClient, h: dict[str, str]) -> None:
     r = client.post(
         "/api/v1/admin/allowlist", json={"ae_title": "PACS", "host": "10.0.0.7"}, headers=h
     )
-    assert r.status_code == 201 and r.json() == {"ae_title": "PACS", "host": "10.0.0.7"}
+    assert r.status_code == 201 and r.json() == {"ae_title": "PACS", "host": "10.0.0.7", **PLAIN}
     bad = client.post(
         "/api/v1/admin/allowlist", json={"ae_title": "PACS", "host": "pacs.local"}, headers=h
     )
     assert bad.status_code == 422 and "IP address" in bad.json()["error"]["message"]
     listed = client.get("/api/v1/admin/allowlist", headers=h).json()
-    assert {"ae_title": "MODALITY1", "host": None} in listed and len(listed) == 2
+    assert {"ae_title": "MODALITY1", "host": None, **PLAIN} in listed and len(listed) == 2
     assert client.delete("/api/v1/admin/allowlist/PACS", headers=h).json() == {"removed": 1}
     r = client.delete("/api/v1/admin/allowlist/PACS", headers=h)
     assert r.status_code == 404 and r.json()["error"]["code"] == "allowlist-unknown"
+
+
+def test_node_and_caller_tls_policy(client: TestClient, h: dict[str, str]) -> None:
+    pin = "AB:" * 31 + "CD"
+    r = client.post("/api/v1/admin/nodes", json={
+        "name": "pacs1", **NODE, "tls_mode": "mtls-required", "tls_pin_sha256": pin},
+        headers=h)
+    assert r.status_code == 201, r.text
+    assert r.json()["tls_mode"] == "mtls-required"
+    assert r.json()["tls_pin_sha256"] == "ab" * 31 + "cd"  # stored as lower-case hex
+    # the same certificate cannot be pinned to another AE title: it would lock one out
+    r = client.post("/api/v1/admin/allowlist", json={
+        "ae_title": "MODALITY", "tls_mode": "tls", "tls_pin_sha256": "ab" * 31 + "cd"},
+        headers=h)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "tls-pin-conflict"
+    assert "already pinned" in r.json()["error"]["message"]
+    # ... but to the node's own AE title calling in, it can
+    r = client.post("/api/v1/admin/allowlist", json={
+        "ae_title": "ORTHANC", "tls_mode": "mtls-required", "tls_pin_sha256": pin}, headers=h)
+    assert r.status_code == 201, r.text
+    # re-posting without TLS fields keeps the policy; with them replaces it
+    r = client.post("/api/v1/admin/allowlist", json={"ae_title": "ORTHANC"}, headers=h)
+    assert r.json()["tls_mode"] == "mtls-required"
+    r = client.post("/api/v1/admin/allowlist", json={
+        "ae_title": "ORTHANC", "tls_mode": "tls", "tls_allow_plain": True}, headers=h)
+    assert r.json() == {"ae_title": "ORTHANC", "host": None, "tls_mode": "tls",
+                        "tls_pin_sha256": None, "tls_pin_name": None, "tls_allow_plain": True}
+    for bad in ({"tls_mode": "ssl3"}, {"tls_pin_sha256": "12" * 31},
+                {"tls_pin_name": " padded"}, {"tls_allow_plain": 0}):
+        r = client.post("/api/v1/admin/nodes", json={"name": "p2", **NODE, **bad}, headers=h)
+        assert r.status_code == 422, bad
+        assert r.json()["error"]["code"] == "invalid-request"
 
 
 def test_echo_a_real_peer_and_an_absent_one(

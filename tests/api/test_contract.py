@@ -211,6 +211,13 @@ def _accepts(model: type[BaseModel], body: Any) -> bool:
 
 _VALUES = st.lists(_TEXT, max_size=3) | st.none()
 _DAY = st.sampled_from(["2024-01-01", "2024-02-01", "2024-13-01", "x"])
+_TLS: dict[str, st.SearchStrategy[Any]] = {
+    "tls_mode": st.sampled_from(["off", "tls", "mtls-required", "TLS", "x"]),
+    "tls_pin_sha256": st.sampled_from(["ab" * 32, "AB:" * 31 + "CD", "ab" * 31, "ab:" * 32,
+                                       "sha256:" + "ab" * 32, "zz" * 32]) | st.none(),
+    "tls_pin_name": _TEXT | st.none(),
+    "tls_allow_plain": st.sampled_from([True, False, 0, 1, "yes", None]),
+}
 # Per request model: a body the server accepts, and what each field may be replaced by.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, st.SearchStrategy[Any]]]] = {
     "JobRequest": (
@@ -224,14 +231,16 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, st.SearchStrategy[Any]]]] = 
     "NodeCreate": (
         {"name": "pacs1", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242},
         {"name": _TEXT, "ae_title": _TEXT, "host": _TEXT, "port": st.integers(-1, 70000),
-         "max_associations": st.integers(0, 65), "retrieve": st.sampled_from(["move", "x"])},
+         "max_associations": st.integers(0, 65), "retrieve": st.sampled_from(["move", "x"]),
+         **_TLS},
     ),
     "LocalAEUpdate": (
         {"ae_title": "GATE"},
         {"ae_title": _TEXT | st.none(), "host": _TEXT, "port": st.integers(-1, 70000),
          "max_pdu": st.integers(16_000, 17_000) | st.just(1 << 30) | st.just((1 << 30) + 1)},
     ),
-    "AllowedIn": ({"ae_title": "MODALITY1"}, {"ae_title": _TEXT, "host": _TEXT | st.none()}),
+    "AllowedIn": ({"ae_title": "MODALITY1"},
+                  {"ae_title": _TEXT, "host": _TEXT | st.none(), **_TLS}),
     "LookupRequest": (
         {"pseudonym": "PSN-0", "reason": "ticket 42, audit"},
         {"pseudonym": _TEXT, "reason": _TEXT | st.text(_CHARS, min_size=8, max_size=40)},

@@ -36,6 +36,7 @@ from service.core.keys import SiteKeys
 from service.core.security import Principal, Role
 from service.dicom import admin as ops
 from service.dicom.scu import echo as c_echo
+from service.dicom.tls import DicomTlsFiles
 
 router = APIRouter(prefix="/admin", tags=["administration"])
 
@@ -43,12 +44,13 @@ Admin = Annotated[Principal, Depends(require_role(Role.admin))]
 NodeName = Annotated[str, Path(pattern=NODE_NAME)]
 CallingAE = Annotated[str, Path(min_length=1, max_length=16, pattern=AE_TITLE)]
 NO_NODE: Responses = {404: error_response("no PACS node with this name")}
+PINNED: Responses = {409: error_response("the certificate pin belongs to another AE title")}
 
 
 def _refusal(exc: ConfigurationError) -> ApiError:
     if isinstance(exc, ops.UnknownNode):
         return ApiError(404, exc.code, exc.reason)
-    if isinstance(exc, ops.DuplicateNode):
+    if isinstance(exc, ops.DuplicateNode | ops.PinConflict):
         return ApiError(409, exc.code, exc.reason)
     return ApiError(422, exc.code, exc.reason)
 
@@ -86,7 +88,8 @@ def nodes(session: SessionDep, _: Admin) -> list[NodeOut]:
 
 @router.post(
     "/nodes", status_code=201, response_model=NodeOut, summary="Add a PACS node",
-    responses={409: error_response("a node with this name exists")},
+    responses={409: error_response("a node with this name exists, or the certificate pin "
+                                   "belongs to another AE title")},
 )
 def add_node(body: NodeCreate, session: SessionDep, keys: KeysDep, who: Admin) -> NodeOut:
     """admin. A name already in use -> 409."""
@@ -109,7 +112,7 @@ def node(name: NodeName, session: SessionDep, _: Admin) -> NodeOut:
 
 @router.put(
     "/nodes/{name}", response_model=NodeOut, summary="Replace a PACS node's settings",
-    responses=NO_NODE,
+    responses={**NO_NODE, **PINNED},
 )
 def replace_node(
     name: NodeName, body: NodeIn, session: SessionDep, keys: KeysDep, who: Admin
@@ -153,12 +156,14 @@ def echo(
     try:
         node = ops.get_node(session, name)
         local = ops.get_local_ae(session, settings)
+        tls_files = DicomTlsFiles.from_settings(settings)
     except ConfigurationError as exc:
         raise _refusal(exc) from None
     # Release the transaction (SQLite's write lock if the local AE was just seeded) before
     # waiting on the network.
     session.commit()
-    return EchoOut.model_validate(c_echo(node, local.ae_title, timeout=timeout))
+    return EchoOut.model_validate(c_echo(node, local.ae_title, timeout=timeout,
+                                         tls_files=tls_files))
 
 
 @router.get("/allowlist", response_model=list[AllowedOut], summary="Calling AEs allowed in")
@@ -168,15 +173,23 @@ def allowlist(session: SessionDep, _: Admin) -> list[AllowedOut]:
 
 
 @router.post(
-    "/allowlist", status_code=201, response_model=AllowedOut, summary="Allow a calling AE"
+    "/allowlist", status_code=201, response_model=AllowedOut, summary="Allow a calling AE",
+    responses=PINNED,
 )
 def allow(body: AllowedIn, session: SessionDep, keys: KeysDep, who: Admin) -> AllowedOut:
-    """admin. Idempotent; ``host`` pins the AE title to one peer address."""
+    """admin. Idempotent; ``host`` pins the AE title to one peer address. TLS fields given
+    replace the entry's DICOM TLS policy (all of them: left-out ones take their defaults);
+    none given keeps it."""
+    tls = body.model_dump(include=set(ops.TLS_FIELDS), exclude_unset=True)
+    if tls:
+        tls = body.model_dump(include=set(ops.TLS_FIELDS))
     try:
-        entry = ops.allow(session, body.ae_title, body.host)
+        entry = ops.allow(session, body.ae_title, body.host, **tls)
     except ConfigurationError as exc:
         raise _refusal(exc) from None
-    _record(session, keys, who, "dicom.caller-allowed", ae_title=entry.ae_title, host=entry.host)
+    _record(session, keys, who, "dicom.caller-allowed", ae_title=entry.ae_title, host=entry.host,
+            tls_mode=entry.tls_mode, tls_pin_sha256=entry.tls_pin_sha256,
+            tls_pin_name=entry.tls_pin_name, tls_allow_plain=entry.tls_allow_plain)
     return AllowedOut.model_validate(entry)
 
 

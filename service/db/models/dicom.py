@@ -10,13 +10,44 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base, StrEnumType, utcnow
 from service.db.states import ReceivedStatus
 
 TS = DateTime(timezone=True)
+TLS_MODES = ("off", "tls", "mtls-required")  # service.dicom.tls.TlsMode
+
+
+class TlsColumns:
+    """A node's DICOM TLS policy (``service.dicom.tls.NodeTls``), on PACS nodes and allow-list
+    entries alike: ``tls_mode``; a certificate pin, by SHA-256 fingerprint (lower-case hex)
+    and/or by name (the certificate's CN or a DNS/URI SAN; ``mtls-required`` without a pin pins
+    the name to the AE title); ``tls_allow_plain``: plain associations still accepted from it
+    (incoming only, for a migration). A certificate is an identity, not PHI."""
+
+    tls_mode: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
+    tls_pin_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tls_pin_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tls_allow_plain: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                  server_default=false())
+
+
+def _tls_mode_check() -> CheckConstraint:
+    """Named ``ck_<table>_tls_mode`` by the metadata's naming convention."""
+    modes = ", ".join(f"'{m}'" for m in TLS_MODES)
+    return CheckConstraint(f"tls_mode IN ({modes})", name="tls_mode")
 
 
 class LocalAE(Base):
@@ -32,8 +63,9 @@ class LocalAE(Base):
     updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow, onupdate=utcnow)
 
 
-class PacsNode(Base):
+class PacsNode(TlsColumns, Base):
     __tablename__ = "dicom_pacs_nodes"
+    __table_args__ = (_tls_mode_check(),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -45,12 +77,13 @@ class PacsNode(Base):
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 
-class AllowedCaller(Base):
+class AllowedCaller(TlsColumns, Base):
     """A calling AE title allowed to associate; ``host`` pins it to one peer address."""
 
     __tablename__ = "dicom_allowed_callers"
     __table_args__ = (
         UniqueConstraint("ae_title", "host", name="uq_dicom_allowed_callers_ae_host"),
+        _tls_mode_check(),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

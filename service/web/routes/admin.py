@@ -28,6 +28,7 @@ from service.core.security import Role
 from service.db.models.dicom import AssociationAttempt
 from service.dicom import admin as ops
 from service.dicom.scu import echo as c_echo
+from service.dicom.tls import DicomTlsFiles
 from service.web import health
 from service.web.deps import WebForbidden, require_web_role
 from service.web.render import is_htmx, page
@@ -143,7 +144,8 @@ def echo(name: str, request: Request, session: SessionDep, settings: SettingsDep
     except ConfigurationError as exc:
         raise WebForbidden(exc.reason, status=404) from None
     session.commit()  # release the transaction before waiting on the network
-    result = c_echo(node, local.ae_title, timeout=10.0)
+    result = c_echo(node, local.ae_title, timeout=10.0,
+                    tls_files=DicomTlsFiles.from_settings(settings))
     if is_htmx(request):
         return page(request, "admin/_echo.html", title="Echo", node=node, result=result)
     return page(request, "admin/echo.html", title="Echo", node=node, result=result)
