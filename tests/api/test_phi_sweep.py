@@ -64,8 +64,9 @@ def world(
             outcome, source="scu:ORTHANC", job_id=job_id
         )
         s.add(TriageEntry(exam=STUDY_PSN, patient_pseudonym=PATIENT_PSN, score=0.8,
-                          category="priority", model_version="m1"))
-    return {"job_id": job_id, "pseudonym": PATIENT_PSN, "name": "pacs1"}
+                          category="priority", model_version="m1",
+                          accession_pseudonym="ACCPSN0001"))
+    return {"job_id": job_id, "pseudonym": PATIENT_PSN, "name": "pacs1", "exam": STUDY_PSN}
 
 
 def test_no_original_in_any_get_response(
