@@ -17,6 +17,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from service.core.config import Settings, load_settings
 from service.core.queues import broker_options, celery_conf, deid_queue
+from workers.tasks.base import site_keys
 from workers.tasks.deid import deidentifier
 from workers.tasks.sweep import run_sweep
 
@@ -107,6 +108,6 @@ def _warm_up(**_: Any) -> None:
     if settings is None:
         return
     try:
-        deidentifier(settings.default_policy, settings.site_key_path, settings.project)
+        deidentifier(settings.default_policy, site_keys(settings), settings.project)
     except Exception as exc:  # a broken policy is reported by the task that needs it
         log.warning("warm-up failed (%s)", type(exc).__name__)

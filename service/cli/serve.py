@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
 
 from service.cli.common import state, stop_signals
 from service.core.config import Settings
@@ -39,6 +40,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
+        if isinstance(value, SecretStr):  # str() would hand the children '**********'
+            value = value.get_secret_value()
         env[f"DEIDGATE_{name.upper()}"] = str(value)
     env["DEIDGATE_HOME"] = str(settings.home)
     return env

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     key_file: Path | None = Field(
         default=None, description="site secret key; generated as HOME/keys/site.key when unset"
     )
+    site_key: SecretStr | None = Field(
+        default=None, description="site key as hex, from an environment secret "
+        "(DEIDGATE_SITE_KEY); wins over key_file")
+    keys_dir: Path | None = Field(
+        default=None, description="folder of sealing keys seal-<id>.key (mounted by the "
+        "orchestrator); unset: the site key file's folder")
     project: str = Field(default="default", description="pseudonym namespace")
     default_policy: str = "mammography-screening"
     environment: Literal["development", "production"] = "production"
@@ -104,6 +110,10 @@ class Settings(BaseSettings):
     @property
     def site_key_path(self) -> Path:
         return self.key_file or self.home / "keys" / "site.key"
+
+    @property
+    def seal_keys_dir(self) -> Path:
+        return self.keys_dir or self.site_key_path.parent
 
     @property
     def spool_dir(self) -> Path:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, NoReturn
 
 from celery import Task
@@ -34,11 +32,28 @@ from service.jobs.recovery import dead_letter
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=4)
-def site_keys(path: Path) -> SiteKeys:
+_KEYS: dict[tuple[object, ...], SiteKeys] = {}
+
+
+def site_keys(settings: Settings) -> SiteKeys:
     """Workers never generate a key: a worker host without the site's key would otherwise
-    start a second pseudonym space. `serve`, `listen` or any CLI command creates it first."""
-    return SiteKeys.load(path, create=False)
+    start a second pseudonym space. `serve`, `listen` or any CLI command creates it first.
+
+    Cached per process; re-read when the sealing keys folder changes (a rotated key copied
+    there is picked up without a restart)."""
+    folder = settings.seal_keys_dir
+    try:
+        stamp = folder.stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    secret = settings.site_key.get_secret_value() if settings.site_key is not None else None
+    cache_key = (secret, settings.site_key_path, folder, stamp)
+    keys = _KEYS.get(cache_key)
+    if keys is None:
+        keys = SiteKeys.for_settings(settings, create=False)
+        _KEYS.clear()
+        _KEYS[cache_key] = keys
+    return keys
 
 
 def safe_reason(exc: BaseException) -> str:
@@ -62,7 +77,7 @@ class DeidgateTask(Task):
 
     @property
     def keys(self) -> SiteKeys:
-        return site_keys(self.settings.site_key_path)
+        return site_keys(self.settings)
 
     def session(self) -> Session:
         return get_sessionmaker(self.settings.db_url)()
