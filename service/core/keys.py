@@ -243,12 +243,7 @@ class SiteKeys:
         settings must exist, or a fresh key there would silently start a second pseudonym space.
         Every key file is refused when group or others may read it."""
         if settings.site_key is not None:
-            text = settings.site_key.get_secret_value().strip()
-            try:
-                raw = bytes.fromhex(text)
-            except ValueError:
-                raise SiteKeyError("DEIDGATE_SITE_KEY must be hex (64 or more digits)") from None
-            site = cls.from_master(_check(raw, "DEIDGATE_SITE_KEY"))
+            site = cls.from_master(site_master(settings))
         else:
             site = cls.load(settings.site_key_path,
                             create=settings.key_file is None if create is None else create)
@@ -256,6 +251,18 @@ class SiteKeys:
 
     def __repr__(self) -> str:
         return f"SiteKeys(fingerprint={self.fingerprint!r})"
+
+
+def site_master(settings: Settings) -> bytes:
+    """The site key itself (for ``deidgate backup``): the environment secret or the file."""
+    if settings.site_key is not None:
+        text = settings.site_key.get_secret_value().strip()
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raise SiteKeyError("DEIDGATE_SITE_KEY must be hex (64 or more digits)") from None
+        return _check(raw, "DEIDGATE_SITE_KEY")
+    return load_or_create(settings.site_key_path, create=False)
 
 
 def hmac_sha256(key: bytes, *parts: str) -> bytes:
