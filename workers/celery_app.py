@@ -13,8 +13,15 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
+from service.audit.process import start_process
+from service.core import jsonlog
 from service.core.config import Settings, load_settings
 from service.core.queues import broker_options, celery_conf, deid_queue
 from workers.tasks.base import site_keys
@@ -99,14 +106,25 @@ def _stop_sweeper(**_: Any) -> None:
     _stop.set()
 
 
+@after_setup_logger.connect
+def _json_logs(**_: Any) -> None:
+    """``log_format=json``: the worker's main process logs JSON lines too (Celery has just set
+    up its own handlers; they are replaced)."""
+    settings = getattr(globals().get("app"), "settings", None)
+    if settings is not None:
+        jsonlog.install(settings)
+
+
 @worker_process_init.connect
 def _warm_up(**_: Any) -> None:
-    """Load the engine and the default policy once per pool process, before the first task:
-    the first de-identification of a job should not pay for imports and YAML parsing."""
+    """Start the pool process (JSON logs, key check, metrics, ATNA: service.audit.process),
+    then load the engine and the default policy once, before the first task: the first
+    de-identification of a job should not pay for imports and YAML parsing."""
     current = globals().get("app")
     settings = getattr(current, "settings", None)
     if settings is None:
         return
+    start_process(settings, "worker", create_key=False)
     try:
         deidentifier(settings.default_policy, site_keys(settings), settings.project)
     except Exception as exc:  # a broken policy is reported by the task that needs it

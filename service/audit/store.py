@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Insert, select
 from sqlalchemy.orm import Session
 
-from service.audit import chain, stored
+from service.audit import atna_export, chain, stored
 from service.audit.crypto import (
     NAMESPACES,
     decrypt_original,
@@ -176,9 +176,15 @@ class AuditStore:
                 raise PseudonymCollision(
                     f"{kind} pseudonym {pseudonym} already maps to a different original")
 
-    def log_event(self, kind: str, *, actor: str, details: dict[str, Any]) -> None:
-        """Append a hash-chained event. ``details`` must hold no PHI: pseudonyms, counts, codes."""
+    def log_event(self, kind: str, *, actor: str, details: dict[str, Any],
+                  export: bool = True) -> None:
+        """Append a hash-chained event. ``details`` must hold no PHI: pseudonyms, counts, codes.
+
+        Also sent to the hospital's audit repository (ATNA over syslog) when the transaction
+        commits, where one is configured (service.audit.atna_export)."""
         chain.append(self.session, self.keys, kind, actor=actor, details=details)
+        if export:
+            atna_export.pending(self.session, kind, actor=actor, details=details)
 
     # -- re-identification -----------------------------------------------------------------
 
@@ -196,15 +202,23 @@ class AuditStore:
                    AuditMapping.key_id)
             .where(AuditMapping.pseudonym == pseudonym).order_by(AuditMapping.id)
         ).all()
-        self.log_event("reidentify", actor=actor.strip(), details={
+        details = {
             "pseudonym": pseudonym,
             "reason": reason.strip(),
             "matches": len(rows),
             "kinds": sorted({r.kind for r in rows}),
-        })
+        }
+        self.log_event("reidentify", actor=actor.strip(), details=details, export=False)
         self.session.commit()
-        return [(kind, decrypt_original(self._seal_of(key_id), kind=kind, pseudonym=p, blob=ct))
-                for kind, p, ct, key_id in rows]
+        found = [(kind, decrypt_original(self._seal_of(key_id), kind=kind, pseudonym=p,
+                                         blob=ct)) for kind, p, ct, key_id in rows]
+        exporter = atna_export.current()
+        if exporter is not None:  # ATNA's Patient object needs the disclosed Patient ID only
+            patient = next((o for k, o in found if k == "patient"), None)
+            exporter.event("reidentify", actor=actor.strip(), details={
+                k: v for k, v in details.items() if k != "reason"},
+                disclosed_patient_id=patient)
+        return found
 
     def find_pseudonyms(self, kind: str, original: str, *, reason: str, actor: str) -> list[str]:
         """Original -> pseudonyms (one per project). Logged like ``lookup``: it links a known

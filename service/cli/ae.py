@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session
 
-from service.cli.common import state, transact
+from service.cli.common import audit, state, transact
 from service.dicom import admin
 
 ae_app = typer.Typer(help="The gateway's DICOM AE and its calling-AE allow-list.")
@@ -42,8 +43,14 @@ def set_(
 ) -> None:
     """Change the gateway's AE title, port, bind address or max PDU (listener restart needed)."""
     settings = state(ctx).settings
-    local = transact(ctx, lambda s: admin.set_local_ae(
-        s, settings, ae_title=ae_title, host=host, port=port, max_pdu=max_pdu), seed_dicom=True)
+    def change(s: Session) -> admin.LocalAEConfig:
+        local = admin.set_local_ae(s, settings, ae_title=ae_title, host=host, port=port,
+                                   max_pdu=max_pdu)
+        audit(ctx, s, "dicom.local-ae-changed", ae_title=local.ae_title, host=local.host,
+              port=local.port, max_pdu=local.max_pdu)
+        return local
+
+    local = transact(ctx, change, seed_dicom=True)
     typer.echo(f"local AE {local.ae_title} on {local.host}:{local.port} (max PDU "
                f"{local.max_pdu}); restart the listener to apply")
 
@@ -55,7 +62,12 @@ def allow(
     host: Annotated[str | None, typer.Option("--host", help="only from this IP address")] = None,
 ) -> None:
     """Allow a calling AE title to associate (optionally only from one address)."""
-    a = transact(ctx, lambda s: admin.allow(s, calling_ae, host), seed_dicom=True)
+    def change(s: Session) -> admin.AllowedAE:
+        a = admin.allow(s, calling_ae, host)
+        audit(ctx, s, "dicom.caller-allowed", ae_title=a.ae_title, host=a.host)
+        return a
+
+    a = transact(ctx, change, seed_dicom=True)
     typer.echo(f"allowed {a.ae_title}" + (f" from {a.host}" if a.host else " from any host"))
 
 
@@ -63,7 +75,13 @@ def allow(
 def disallow(ctx: typer.Context,
              calling_ae: Annotated[str, typer.Argument(help="calling AE title")]) -> None:
     """Remove a calling AE title from the allow-list (all its host pins)."""
-    n = transact(ctx, lambda s: admin.disallow(s, calling_ae), seed_dicom=True)
+    def change(s: Session) -> int:
+        n = admin.disallow(s, calling_ae)
+        if n:
+            audit(ctx, s, "dicom.caller-disallowed", ae_title=calling_ae.strip(), entries=n)
+        return n
+
+    n = transact(ctx, change, seed_dicom=True)
     if n == 0:
         typer.echo(f"error: {calling_ae.strip()} was not on the allow-list", err=True)
         raise typer.Exit(1)

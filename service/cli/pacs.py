@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session
 
-from service.cli.common import state, transact
+from service.cli.common import audit, state, transact
 from service.dicom import admin
 
 pacs_app = typer.Typer(help="PACS nodes (query/retrieve peers).")
@@ -23,9 +24,14 @@ def add(
     max_associations: Annotated[int, typer.Option("--max-associations")] = 2,
 ) -> None:
     """Add a PACS node."""
-    n = transact(ctx, lambda s: admin.add_node(
-        s, name, ae_title=ae_title, host=host, port=port, retrieve=retrieve,
-        max_associations=max_associations), seed_dicom=True)
+    def change(s: Session) -> admin.NodeConfig:
+        n = admin.add_node(s, name, ae_title=ae_title, host=host, port=port, retrieve=retrieve,
+                           max_associations=max_associations)
+        audit(ctx, s, "dicom.node-added", name=n.name, ae_title=n.ae_title, host=n.host,
+              port=n.port, retrieve=n.retrieve, max_associations=n.max_associations)
+        return n
+
+    n = transact(ctx, change, seed_dicom=True)
     typer.echo(f"added {n.name}: {n.ae_title}@{n.host}:{n.port} retrieve={n.retrieve} "
                f"max-associations={n.max_associations}")
 
@@ -46,7 +52,11 @@ def list_(ctx: typer.Context) -> None:
 @pacs_app.command("remove")
 def remove(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     """Remove a PACS node."""
-    transact(ctx, lambda s: admin.remove_node(s, name), seed_dicom=True)
+    def change(s: Session) -> None:
+        admin.remove_node(s, name)
+        audit(ctx, s, "dicom.node-removed", name=name)
+
+    transact(ctx, change, seed_dicom=True)
     typer.echo(f"removed {name}")
 
 

@@ -26,8 +26,9 @@ from typing import Annotated, Any
 import typer
 from pydantic import SecretStr
 
-from service.cli.common import state, stop_signals
+from service.cli.common import exit_for, state, stop_signals
 from service.core.config import Settings
+from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
 from service.core.queues import DEFAULT_QUEUE, SCORE_QUEUE, deid_queue, node_name, queue_names
 
@@ -184,13 +185,17 @@ def start_embedded(
             emb.start_supervisor()
         if listener:
             # imported when used: every `deidgate` command loads this module
+            from service.audit.process import child_hook
             from service.dicom.listener_group import ListenerGroup
             from service.jobs.on_stored import make_on_stored
 
-            # each listener process builds its own hook (and database engine) from settings
+            # each listener process starts itself (logs, metrics, ATNA) and builds its own
+            # hook (and database engine) from settings
             emb.listener = ListenerGroup.from_settings(
                 settings, db_url=db_url, keys=keys,
-                on_stored_factory=functools.partial(make_on_stored, settings)).start()
+                on_stored_factory=functools.partial(
+                    child_hook, settings, "listener",
+                    functools.partial(make_on_stored, settings))).start()
         if api:
             import uvicorn
 
@@ -225,9 +230,18 @@ def serve(
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c")] = None,
 ) -> None:
     """Run the API, the DICOM listener and the workers on this machine until Ctrl-C."""
+    from service.audit.process import start_process
+    from service.core.metrics import reset_dir
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     st = state(ctx)
     db_url = st.db_url()
+    if not (no_api or no_listener or no_worker):
+        reset_dir(st.settings)  # the whole service starts here: counters begin from zero
+    try:
+        start_process(st.settings, "serve")
+    except DeidgateError as exc:
+        exit_for(exc)
     with stop_signals() as stop:
         emb = start_embedded(st.settings, db_url, api=not no_api, listener=not no_listener,
                              worker=not no_worker, concurrency=concurrency)
@@ -254,6 +268,10 @@ def worker(
     """Run a Celery worker (deployment: one per role and host)."""
     st = state(ctx)
     st.db_url()
+    try:  # refuse a readable or missing key file here, before Celery starts
+        SiteKeys.for_settings(st.settings, create=False)
+    except DeidgateError as exc:
+        exit_for(exc)
     qs = None
     if queues:
         qs = [deid_queue(st.settings) if q.strip() == "deid" else q.strip()

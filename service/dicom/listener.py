@@ -8,6 +8,7 @@ attempt is recorded. Every accepted C-STORE goes through ``StoreSink`` (spool, r
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import socketserver
@@ -20,6 +21,8 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
+from service.audit import atna_events, atna_export
+from service.core import metrics
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.db.models.dicom import AssociationAttempt
@@ -190,6 +193,8 @@ class Listener(Serving):
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self.sink.handle_store),
             (evt.EVT_C_ECHO, lambda event: 0x0000),
+            (evt.EVT_RELEASED, self.sink.association_ended),
+            (evt.EVT_ABORTED, self.sink.association_ended),
             *(self.stream.handlers() if self.stream is not None else []),
         ]
         server_class = _ReusePortServer if self.config.reuse_port else ThreadedAssociationServer
@@ -252,6 +257,10 @@ class Listener(Serving):
                                          peer_host=peer[:255], reason="calling-ae-not-allowed"))
         except Exception:
             log.exception("could not record a rejected association")
+        metrics.current().association_refused("calling-ae-not-allowed")
+        atna_export.send(functools.partial(
+            atna_events.association_refused, calling_ae=calling[:16], peer_host=peer,
+            reason="calling-ae-not-allowed"))
         assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
         assoc.kill()  # as pynetdicom does itself: lets the DUL send the RJ before closing
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydicom import dcmread
 from pynetdicom import AE
 
+from service.audit import atna_events, atna_export
 from service.core.config import Settings
 from service.core.errors import DeidgateError, Retryable
 from service.core.keys import SiteKeys
@@ -50,25 +51,44 @@ def _node(settings: Settings, name: str) -> tuple[admin.NodeConfig, str]:
 def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundStudy]:
     """C-FIND through the DICOM area's SCU (study, series or instance level counts)."""
     node, local = _node(settings, pacs)
+    keywords = sorted(str(k) for k in request)  # ATNA gets the keys asked, never the values
+
+    def audit(matches: int, reason: str | None) -> None:
+        atna_export.send(lambda src: atna_events.query(
+            src, node_ae=node.ae_title, node_host=node.host, level="STUDY", keys=keywords,
+            matches=matches, ok=reason is None, reason=reason))
+
     try:
         found = find_studies(node, request, local_ae=local,
                              keys=SiteKeys.for_settings(settings))
     except PacsError as exc:
+        audit(0, exc.code)
         if exc.permanent:
             raise PermanentPacsFailure(f"{exc.code}: {exc.reason}") from None
         raise
+    audit(len(found), None)
     return [FoundStudy(study_uid=f.study_uid, expected=f.expected) for f in found]
 
 
 def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None, *,
-             attempt: int, retry: RetryPolicy | None = None) -> RetrieveOutcome:
+             attempt: int, retry: RetryPolicy | None = None,
+             job: str | None = None) -> RetrieveOutcome:
     """One attempt at pulling one study to our listener; the DICOM area decides completeness
     and asks only for what is missing. It never raises for PACS failures: a report that is
     neither complete nor worth another attempt is a failed study."""
     node, _ = _node(settings, pacs)
     ctx = PullContext.for_settings(settings, node)
     study = StudyMatch.known(study_uid, ctx.keys, expected)
+    atna_export.send(lambda src: atna_events.retrieve_started(
+        src, node_ae=node.ae_title, node_host=node.host, study_key=study.study_key,
+        job=job or "-"))
     rep = retrieve_study(node, study, ctx, attempt=attempt, retry=retry)
+    if rep.status != "retry":  # the final word on this study: complete or failed
+        atna_export.send(lambda src: atna_events.retrieved(
+            src, node_ae=node.ae_title, node_host=node.host, study_key=study.study_key,
+            job=job or "-", sop_classes={}, ok=rep.complete,
+            reason=None if rep.complete else f"{rep.reason or 'incomplete'}: received "
+            f"{rep.received} of {rep.expected if rep.expected is not None else '?'}"))
     reason = None if rep.complete else (
         f"{rep.reason or 'incomplete'}: {rep.detail}" if rep.detail else rep.reason)
     return RetrieveOutcome(complete=rep.complete, reason=reason, expected=rep.expected,
@@ -80,12 +100,25 @@ def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
     if not paths:
         return 0
     node, local = _node(settings, destination)
-    classes = sorted({str(dcmread(p, stop_before_pixels=True).SOPClassUID) for p in paths})
+    headers = [dcmread(p, stop_before_pixels=True) for p in paths]  # de-identified copies
+    counts: dict[str, int] = {}
+    for h in headers:
+        counts[str(h.SOPClassUID)] = counts.get(str(h.SOPClassUID), 0) + 1
+    classes = sorted(counts)
+
+    def audit(ok: bool, reason: str | None) -> None:
+        atna_export.send(lambda src: atna_events.forwarded(
+            src, dest_ae=node.ae_title, dest_host=node.host,
+            study_uid=str(headers[0].StudyInstanceUID),
+            patient_pseudonym=str(headers[0].get("PatientID", "")) or None,
+            sop_classes=counts, ok=ok, reason=reason))
+
     ae = AE(ae_title=local)
     for c in classes:
         ae.add_requested_context(c)
     assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
     if not assoc.is_established:
+        audit(False, "destination-unavailable")
         raise Retryable(f"destination {node.name} did not accept an association",
                         code="destination-unavailable")
     sent = 0
@@ -93,9 +126,11 @@ def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
         for p in paths:
             st = assoc.send_c_store(p)
             if st is None or st.Status not in STORED:
+                audit(False, "destination-store-failed")
                 raise Retryable(f"destination {node.name} refused an instance",
                                 code="destination-store-failed")
             sent += 1
+        audit(True, None)
     finally:
         assoc.release()
     return sent

@@ -22,6 +22,7 @@ from celery import Task
 from celery.exceptions import Retry
 from sqlalchemy.orm import Session
 
+from service.core import metrics
 from service.core.config import Settings
 from service.core.errors import DeidgateError, Rejected
 from service.core.keys import SiteKeys
@@ -31,6 +32,11 @@ from service.jobs.recovery import dead_letter
 
 log = logging.getLogger(__name__)
 
+
+# a task's stage label in deidgate_instances_failed_total
+STAGES = {TaskName.RESOLVE_JOB.value: "resolve", TaskName.RETRIEVE_STUDY.value: "retrieve",
+          TaskName.DEIDENTIFY_INSTANCE.value: "deidentify",
+          TaskName.FORWARD_STUDY.value: "forward", TaskName.SWEEP.value: "sweep"}
 
 _KEYS: dict[tuple[object, ...], SiteKeys] = {}
 
@@ -93,6 +99,7 @@ class DeidgateTask(Task):
             return {"status": "refused", "code": exc.code}
         except Exception as exc:
             reason = safe_reason(exc)
+            metrics.count_failed(STAGES.get(self.name, "other"), metrics.reason_of(exc))
             self.release(args)
             tries = self.request.retries
             if tries < self.settings.task_max_retries and not self.request.is_eager:

@@ -56,7 +56,7 @@ def retrieve_study(self: DeidgateTask, study_id: int) -> dict[str, Any]:
         assert job is not None
         uid = unseal(self.keys, st.uid_sealed, aad=f"study:{st.job_id}:{st.idx}")
         source, expected, job_id, attempt = job.pacs, st.expected, job.id, st.attempts
-    outcome = pacs.retrieve(settings, source, uid, expected, attempt=attempt)
+    outcome = pacs.retrieve(settings, source, uid, expected, attempt=attempt, job=job_id)
     if outcome.retry_in is not None:
         self.retry_later((study_id,), outcome.retry_in)
     with self.session() as s:
