@@ -80,6 +80,8 @@ class Embedded:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     api_server: Any = None
     api_thread: threading.Thread | None = None
+    health_server: Any = None
+    health_thread: threading.Thread | None = None
     threads: list[threading.Thread] = field(default_factory=list)
 
     def stop(self, timeout: float = 60.0) -> None:
@@ -92,6 +94,11 @@ class Embedded:
             if self.api_thread is not None:
                 self.api_thread.join(timeout=15)
             self.api_server = None
+        if self.health_server is not None:
+            self.health_server.should_exit = True
+            if self.health_thread is not None:
+                self.health_thread.join(timeout=15)
+            self.health_server = None
         with self.lock:
             for w in self.workers:  # warm shutdown: each finishes the task it holds
                 if w.poll() is None:
@@ -197,29 +204,49 @@ def start_embedded(
                     child_hook, settings, "listener",
                     functools.partial(make_on_stored, settings))).start()
         if api:
-            import uvicorn
-
-            from service.api.app import create_app
-
-            config = uvicorn.Config(create_app(settings), host=settings.api_host,
-                                    port=settings.api_port, log_level="warning",
-                                    lifespan="on")
-            server = uvicorn.Server(config)
-            # uvicorn installs no signal handlers off the main thread: `serve` keeps them
-            t = threading.Thread(target=server.run, name="deidgate-api", daemon=True)
-            t.start()
-            deadline = time.monotonic() + 30
-            while not server.started and t.is_alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not server.started:
-                raise RuntimeError(f"the API did not start on {settings.api_host}:"
-                                   f"{settings.api_port} (port in use?)")
-            emb.api_server, emb.api_thread = server, t
-            emb.api_url = f"http://{settings.api_host}:{settings.api_port}"
+            start_api(emb, settings)
     except BaseException:
         emb.stop(timeout=10)
         raise
     return emb
+
+
+def _run_server(server: Any, name: str) -> threading.Thread:
+    # uvicorn installs no signal handlers off the main thread: `serve` keeps them
+    t = threading.Thread(target=server.run, name=name, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not server.started and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise RuntimeError(f"{name} did not start (port in use?)")
+    return t
+
+
+def start_api(emb: Embedded, settings: Settings) -> None:
+    """The API over HTTPS (the configured certificate, else a generated self-signed one;
+    plain HTTP in development only), plus, when HTTPS is on, a plain listener on loopback
+    that answers GET /api/v1/health and nothing else (service.api.transport)."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.api.transport import https_paths, uvicorn_config
+
+    paths = https_paths(settings)
+    served = settings if paths is None else settings.model_copy(
+        update={"https_cert": paths[0], "https_key": paths[1]})
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn_config(app, served, log_level="warning", lifespan="on"))
+    emb.api_thread = _run_server(server, "deidgate-api")
+    emb.api_server = server
+    scheme = "https" if paths is not None else "http"
+    emb.api_url = f"{scheme}://{settings.api_host}:{settings.api_port}"
+    if paths is not None and settings.api_health_port:
+        health = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1",
+                                               port=settings.api_health_port,
+                                               log_level="warning", lifespan="off"))
+        emb.health_thread = _run_server(health, "deidgate-health")
+        emb.health_server = health
 
 
 def serve(

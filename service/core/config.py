@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     https_cert: Path | None = Field(default=None, description="PEM certificate for the API/UI")
     https_key: Path | None = Field(default=None, description="its private key, mode 0600")
     hsts_max_age_s: int = Field(default=31_536_000, ge=0)
+    https_self_signed: bool = Field(
+        default=True, description="production without https_cert/key: serve HTTPS with a "
+        "self-signed certificate made in HOME/tls (replace it with the hospital's)")
+    api_health_port: int | None = Field(
+        default=8081, description="plain-HTTP loopback listener for GET /api/v1/health only, "
+        "while the API port speaks HTTPS (container health checks); unset: none")
     audit_syslog_host: str | None = Field(
         default=None, description="ATNA audit repository (syslog); unset: no export")
     audit_syslog_port: int | None = Field(
@@ -90,6 +96,11 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(
         default=None, description="prometheus multi-process folder; unset: HOME/metrics")
     log_format: Literal["text", "json"] = "text"
+    metrics_nodes: str = Field(
+        default="", description="comma-separated node names whose deid.<node> queue depth "
+        "/metrics reports (this host's is always included)")
+    ready_requires_model: bool = Field(
+        default=False, description="/api/v1/ready also needs a loaded scoring model")
     # Web UI (service.web): sessions and sign-in rate limits
     web_session_idle_minutes: int = Field(default=30, ge=1, description="idle session expiry")
     web_session_max_hours: int = Field(default=12, ge=1, description="absolute session expiry")
