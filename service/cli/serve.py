@@ -275,6 +275,9 @@ def serve(
         try:
             if emb.api_url:
                 typer.echo(f"API      {emb.api_url}/api/v1  (docs {emb.api_url}/docs)")
+            if emb.health_server is not None:
+                typer.echo(f"health   http://127.0.0.1:{st.settings.api_health_port}"
+                           "/api/v1/health  (plain, loopback only)")
             if emb.listener is not None:
                 c = emb.listener.config
                 typer.echo(f"DICOM    AE {c.ae_title} on {c.host}:{emb.listener.port}")
