@@ -174,3 +174,50 @@ def sqlite_db(tmp_path: Path) -> str:
     upgrade(url)
     return url
 
+
+
+
+def test_query_and_retrieve_through_the_pacs_adapter(
+        sqlite_db: str, tmp_path: Path, home: Path, rx: tuple[Receiver, Settings],
+        schema: etree.RelaxNG, start_listener: Callable[..., Listener]) -> None:  # noqa: F811
+    import base64
+    import json
+
+    from service.jobs import pacs as adapter
+    from synthetic.pacs import SamplePacs
+
+    receiver, settings = rx
+    settings.database_url = sqlite_db
+    exam = fresh_exam(tmp_path / "pacs", index=8, views=1)
+    with SamplePacs(list(exam.files), ae_title="SAMPLEPACS") as pacs:
+        with session_scope(sqlite_db) as s:
+            admin.seed_from_settings(s, settings)
+            admin.add_node(s, "pacs1", ae_title="SAMPLEPACS", host="127.0.0.1", port=pacs.port)
+        found = adapter.find(settings, "pacs1", {"accession_numbers": [exam.accession]})
+        assert [f.study_uid for f in found] == [exam.study_uid]
+        keys = SiteKeys.for_settings(settings)
+        listener = start_listener(sqlite_db, keys, tmp_path / "spool")
+        pacs.add_destination("DEIDGATE", "127.0.0.1", listener.port)
+        with session_scope(sqlite_db) as s:
+            admin.allow(s, "SAMPLEPACS", None)
+        got = adapter.retrieve(settings, "pacs1", exam.study_uid, found[0].expected, attempt=1,
+                               job="job-7")
+        assert got.complete, got
+    query, *transfer = _messages(receiver, 4, schema)  # the listener's and ours: any order
+    assert sorted(_event(m) for m in transfer) == [
+        ("110102", "E"),  # Begin Transferring DICOM Instances (the retrieval's start)
+        ("110104", "C"), ("110104", "C")]  # Instances Transferred: retrieved, and received
+    jobs = [base64.b64decode(d.get("value", "")) for m in transfer
+            for d in m.iter("ParticipantObjectDetail") if d.get("type") == "job"]
+    assert jobs == [b"job-7", b"job-7"]  # started and retrieved name the job
+    for m in transfer:
+        for value in (exam.accession, exam.patient_id, exam.study_uid):
+            assert value not in _texts(m)
+    assert _event(query) == ("110112", "E")  # Query
+    asked = query.find(".//ParticipantObjectQuery")
+    assert asked is not None and asked.text
+    summary = json.loads(base64.b64decode(asked.text))
+    assert summary == {"level": "STUDY", "keys": ["accession_numbers"], "matches": 1}
+    text = _texts(query)
+    for value in (exam.accession, exam.patient_id, exam.study_uid):
+        assert value not in text
