@@ -182,3 +182,19 @@ def test_cli_rotate_list_rekey(tmp_path: Path) -> None:
     listing = cli("keys", "list").splitlines()
     k2 = next(line for line in listing if line.startswith("k2"))
     assert "yes" in k2 and " 10 " in f"{k2} "
+
+
+@pytest.mark.parametrize("command", [["serve", "--no-listener", "--no-worker"],
+                                     ["listen", "--no-queue"], ["worker", "-Q", "deid"]])
+def test_processes_refuse_to_start_with_a_readable_key(tmp_path: Path,
+                                                       command: list[str]) -> None:
+    home = tmp_path / "h"
+    key = home / "keys" / "site.key"
+    SiteKeys.load(key)  # created 0600
+    key.chmod(0o644)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEIDGATE_")}
+    env.update(DEIDGATE_HOME=str(home), PYTHONPATH=os.getcwd())
+    r = subprocess.run([sys.executable, "-m", "service.cli.main", *command], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "readable by others; chmod 600 it" in r.stderr

@@ -22,11 +22,11 @@ from celery import Task
 from celery.exceptions import Retry
 from sqlalchemy.orm import Session
 
-from service.core import metrics
+from service.core import jsonlog, metrics
 from service.core.config import Settings
 from service.core.errors import DeidgateError, Rejected
 from service.core.keys import SiteKeys
-from service.core.queues import TaskName
+from service.core.queues import TaskName, node_name
 from service.db.session import get_sessionmaker, session_scope
 from service.jobs.recovery import dead_letter
 
@@ -89,6 +89,11 @@ class DeidgateTask(Task):
         return get_sessionmaker(self.settings.db_url)()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # every line this task logs names the task and the node (JSON logs: service.core.jsonlog)
+        with jsonlog.log_context(task=self.name, node=node_name(self.settings)):
+            return self._call(*args, **kwargs)
+
+    def _call(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return self.run(*args, **kwargs)
         except Retry:
