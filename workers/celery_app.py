@@ -13,15 +13,10 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import (
-    after_setup_logger,
-    worker_process_init,
-    worker_ready,
-    worker_shutdown,
-)
+from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
 from service.audit.process import start_process
-from service.core import jsonlog
+from service.core import logs
 from service.core.config import Settings, load_settings
 from service.core.queues import broker_options, celery_conf, deid_queue
 from workers.tasks.base import site_keys
@@ -30,7 +25,8 @@ from workers.tasks.sweep import run_sweep
 
 log = logging.getLogger(__name__)
 
-TASK_MODULES = [f"workers.tasks.{m}" for m in ("resolve", "retrieve", "deid", "forward", "sweep")]
+TASK_MODULES = [f"workers.tasks.{m}" for m in ("resolve", "retrieve", "deid", "forward", "sweep",
+                                                 "score")]
 
 
 class DeidgateCelery(Celery):
@@ -87,6 +83,16 @@ def _sweeper(app: DeidgateCelery, stop: threading.Event) -> None:
 _stop = threading.Event()
 
 
+@setup_logging.connect
+def _logging(loglevel: Any = None, **_: Any) -> None:
+    """The worker's logging is ours (Celery then configures none): one handler with the PHI
+    filters, so a task's exception, pydicom's warnings and Celery's own lines pass them."""
+    current = globals().get("app")
+    level = loglevel if isinstance(loglevel, int) else logging.getLevelName(loglevel or "INFO")
+    logs.install(getattr(current, "settings", None), level=level if isinstance(level, int)
+                 else logging.INFO)
+
+
 @worker_ready.connect
 def _start_sweeper(sender: Any = None, **_: Any) -> None:
     """The worker on the listener's host (it consumes this node's deid queue) sweeps: only it
@@ -104,15 +110,6 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
 @worker_shutdown.connect
 def _stop_sweeper(**_: Any) -> None:
     _stop.set()
-
-
-@after_setup_logger.connect
-def _json_logs(**_: Any) -> None:
-    """``log_format=json``: the worker's main process logs JSON lines too (Celery has just set
-    up its own handlers; they are replaced)."""
-    settings = getattr(globals().get("app"), "settings", None)
-    if settings is not None:
-        jsonlog.install(settings)
 
 
 @worker_process_init.connect

@@ -4,7 +4,8 @@
 each spawned listener process), every Celery pool process (``worker_process_init``) and the
 API app (``create_app``). It installs, once per process id:
 
-- the JSON log handler when ``log_format=json`` (service.core.jsonlog);
+- the process's logging (service.core.logs: the PHI filters on every handler, JSON lines
+  when ``log_format=json``);
 - the key check: the site key and every sealing key file are read now, so a key file that
   group or others can read (or a missing one) stops the process at start, with the file named;
 - this process's Prometheus metrics (multiprocess files under ``HOME/metrics``);
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.audit import atna_export
-from service.core import jsonlog, metrics
+from service.core import logs, metrics
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 
@@ -37,7 +38,7 @@ def start_process(settings: Settings, role: str, *, check_keys: bool = True,
     if pid in _started:
         return False
     _started[pid] = role
-    jsonlog.install(settings)
+    logs.install(settings)
     if check_keys:
         SiteKeys.for_settings(settings, create=create_key)
     m = metrics.configure(settings)

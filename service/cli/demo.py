@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from service.cli.common import exit_for, fail, state
+from service.core import logs
 from service.core.errors import DeidgateError
 from service.db.states import JobState
 
@@ -50,7 +51,7 @@ def demo(
     timeout: Annotated[float, typer.Option("--timeout", help="give up waiting after s")] = 900,
 ) -> None:
     """Run the gateway against a sample PACS of synthetic exams and extract them all."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logs.install(level=logging.WARNING)  # the PHI filters on whatever writes lines
     # the server-less broker has no host name; kombu's warning about it is noise in a demo
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     from service.cli.common import stop_signals

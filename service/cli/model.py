@@ -2,8 +2,9 @@
 
 ``train`` fine-tunes a MONAI network on de-identified output plus a labels CSV; ``export`` writes
 a TorchScript copy; ``card validate`` checks a card (and its weights' sha256); ``demo`` builds or
-reuses the cached synthetic demo model. ``evaluate`` and ``simulate`` live in
-``service/cli/model_eval.py``, which registers them on this sub-app (``register(model_app)``).
+reuses the cached synthetic demo model. ``evaluate``, ``simulate`` and ``monitor`` live in
+``service/cli/model_eval.py``; ``register``, ``rollback``, ``list``, ``score``, ``export-scores``
+and ``compare`` in ``service/cli/model_ops.py``; both register on this sub-app.
 Heavy imports (torch, MONAI) happen inside the commands, so ``deidgate --help`` stays fast.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from service.cli import model_eval
+from service.cli import model_eval, model_ops
 from service.cli.common import exit_for, fail, is_tty, state
 from service.core.errors import DeidgateError
 
@@ -108,4 +109,5 @@ def demo(ctx: typer.Context) -> None:
 
 def register(app: typer.Typer) -> None:
     model_eval.register(model_app)
+    model_ops.register(model_app)
     app.add_typer(model_app, name="model")

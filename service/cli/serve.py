@@ -27,6 +27,7 @@ import typer
 from pydantic import SecretStr
 
 from service.cli.common import exit_for, state, stop_signals
+from service.core import logs
 from service.core.config import Settings
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
@@ -236,7 +237,9 @@ def start_api(emb: Embedded, settings: Settings) -> None:
     served = settings if paths is None else settings.model_copy(
         update={"https_cert": paths[0], "https_key": paths[1]})
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn_config(app, served, log_level="warning", lifespan="on"))
+    config = uvicorn_config(app, served, log_level="warning", lifespan="on")
+    logs.protect_all()  # uvicorn's own handlers, configured just now
+    server = uvicorn.Server(config)
     emb.api_thread = _run_server(server, "deidgate-api")
     emb.api_server = server
     scheme = "https" if paths is not None else "http"
@@ -260,8 +263,8 @@ def serve(
     from service.audit.process import start_process
     from service.core.metrics import reset_dir
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     st = state(ctx)
+    logs.install(st.settings, level=logging.INFO)
     db_url = st.db_url()
     if not (no_api or no_listener or no_worker):
         reset_dir(st.settings)  # the whole service starts here: counters begin from zero

@@ -16,7 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DEIDGATE_", extra="ignore", frozen=False)
+    # a rejected value never appears in the error (a URL with a password, a patient's name in
+    # a path): errors name the setting and the rule
+    model_config = SettingsConfigDict(env_prefix="DEIDGATE_", extra="ignore", frozen=False,
+                                      hide_input_in_errors=True)
 
     home: Path = Field(default=Path("./deidgate-data"), description="data folder")
     database_url: str | None = Field(
@@ -44,6 +47,10 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     max_pdu: int = 1_048_576
     spool_free_floor_mb: int = 1024
+    dicom_max_inflated_mb: int = Field(
+        default=256, gt=0,
+        description="largest inflated size of a Deflated Explicit VR Little Endian data set the "
+                    "listener inflates to check it; past it the C-STORE is refused (0xC000)")
     listener_processes: int = Field(
         default=0, ge=0,
         description="listener processes sharing the port (SO_REUSEPORT); 0 = min(2, CPUs): "
@@ -60,6 +67,21 @@ class Settings(BaseSettings):
     task_retry_base_s: float = 2.0
     task_stale_s: int = Field(default=300, description="unfinished work older than this is redone")
     sweep_interval_s: int = 30
+
+    # Scoring (issue 9): the score queue's worker
+    score_model: Path | None = Field(
+        default=None, description="model folder (card.yaml + weights) that scores new exams; "
+                                  "unset: the registry's active model (deidgate model register)")
+    score_device: str = Field(default="auto", description="auto (CUDA when present), cpu, cuda")
+    score_batch_size: int = Field(default=16, ge=1, le=256)
+    score_quiet_period_s: int | None = Field(
+        default=None, ge=0, description="an incomplete exam is scored after this quiet time; "
+                                        "unset: the model card's completeness.quiet_period_s")
+    score_sr: bool = Field(default=True, description="write a DICOM SR (TID 1500) per exam")
+    score_sr_to_destination: bool = Field(
+        default=True, description="C-STORE the SR to the job's destination, beside its images")
+    score_sr_node: str | None = Field(
+        default=None, description="also C-STORE every SR to this configured node")
 
     # REST API
     api_host: str = "127.0.0.1"
@@ -108,6 +130,10 @@ class Settings(BaseSettings):
     web_login_max_failures: int = Field(default=5, ge=1, description="per account per window")
     web_login_max_failures_per_client: int = Field(
         default=20, ge=1, description="per client address per window")
+    # Triage worklist (service.triage): an unread exam waiting longer than this rises to the
+    # top whatever its score, so prioritisation never starves a low-scored exam.
+    triage_max_wait_minutes: int = Field(
+        default=4320, ge=1, le=525_600, description="maximum wait before an exam goes first")
 
     @field_validator("home", mode="after")
     @classmethod

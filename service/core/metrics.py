@@ -221,10 +221,14 @@ def reset_dir(settings: Settings) -> Path:
 def configure(settings: Settings, *, nodes: Iterable[str] = ()) -> Metrics:
     """This process's metrics, written to the shared folder (see the module docstring), and
     installed as the process's ``current()`` (this host's node name declared with ``nodes``)."""
-    global _current, _node
+    global _current, _node, _configured
     from service.core.queues import node_name
 
     path = metrics_dir(settings)
+    with _current_lock:
+        if _current is not None and _configured == (os.getpid(), path):
+            _current.declare_nodes(nodes)  # configured already (start_process): the same one
+            return _current
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)  # the library's switch; children inherit
     values.ValueClass = values.MultiProcessValue()
@@ -232,12 +236,14 @@ def configure(settings: Settings, *, nodes: Iterable[str] = ()) -> Metrics:
         _unregister(_current)
         _node = node_name(settings)
         _current = Metrics(registry=None, nodes=[_node, *nodes])
+        _configured = (os.getpid(), path)
         return _current
 
 
 # --- the process's metrics, for code that records (no PHI in any argument) -------------------
 
 _current: Metrics | None = None
+_configured: tuple[int, Path] | None = None
 _node = "local"
 _current_lock = threading.Lock()
 

@@ -9,7 +9,7 @@ Queues:
 - ``deid.<node>``: de-identification (and forwarding, which reads the output store), consumed
   only on the host whose listener spools the identified files: identified data never crosses
   the network. ``<node>`` is ``DEIDGATE_NODE_NAME`` (the host name by default).
-- ``score``: GPU hosts (the scoring issue fills it).
+- ``score``: scoring (``score_study``): hosts with the model, a GPU when there is one.
 - ``default``: resolving (C-FIND), retrieving (C-MOVE/C-GET), the sweep.
 
 Broker: Redis (or any Celery broker) when ``DEIDGATE_BROKER_URL`` is set; otherwise kombu's
@@ -39,6 +39,7 @@ class TaskName(StrEnum):
     DEIDENTIFY_INSTANCE = "deidgate.deidentify_instance"
     FORWARD_STUDY = "deidgate.forward_study"
     SWEEP = "deidgate.sweep"
+    SCORE_STUDY = "deidgate.score_study"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TaskRoute:
 
     on_node: bool  # True: the deid.<node> queue of the host holding the files; else default
     target: type[int] | type[str] | None  # None: the task takes no target
+    queue: str | None = None  # a fixed queue (score) instead of default
 
 
 TASKS: dict[TaskName, TaskRoute] = {
@@ -55,6 +57,8 @@ TASKS: dict[TaskName, TaskRoute] = {
     TaskName.DEIDENTIFY_INSTANCE: TaskRoute(on_node=True, target=int),
     TaskName.FORWARD_STUDY: TaskRoute(on_node=True, target=int),
     TaskName.SWEEP: TaskRoute(on_node=False, target=None),
+    # GPU hosts read the output store (shared or local): the score queue, not a node's
+    TaskName.SCORE_STUDY: TaskRoute(on_node=False, target=int, queue=SCORE_QUEUE),
 }
 
 
@@ -70,7 +74,10 @@ def deid_queue(settings: Settings, node: str | None = None) -> str:
 
 def queue_for(settings: Settings, task: TaskName, node: str | None = None) -> str:
     """The queue a task is published on; ``node`` names the host for node-bound tasks."""
-    return deid_queue(settings, node) if TASKS[task].on_node else DEFAULT_QUEUE
+    route = TASKS[task]
+    if route.on_node:
+        return deid_queue(settings, node)
+    return route.queue or DEFAULT_QUEUE
 
 
 def queue_names(settings: Settings) -> list[str]:

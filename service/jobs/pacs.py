@@ -7,7 +7,9 @@ machine's terms. The jobs area owns them: the tasks in ``workers.tasks`` only ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,12 @@ from pynetdicom import AE
 
 from service.audit import atna_events, atna_export
 from service.core.config import Settings
-from service.core.errors import DeidgateError, Retryable
+from service.core.errors import Retryable
 from service.core.keys import SiteKeys
 from service.db.session import get_sessionmaker
 from service.dicom import admin
-from service.dicom.find import StudyMatch, find_studies
+from service.dicom.find import SeriesFilter, StudyMatch, find_studies
+from service.dicom.leases import Leases
 from service.dicom.pull import PullContext, RetryPolicy, retrieve_study
 from service.dicom.scu import PacsError
 from service.jobs.transitions import FoundStudy
@@ -35,17 +38,16 @@ class RetrieveOutcome:
     expected: int | None
     received: int
     retry_in: float | None = None  # not final: try again after this many seconds
-
-
-class PermanentPacsFailure(DeidgateError):
-    """The PACS refuses for a reason retrying cannot fix (our AE unknown to it, say)."""
-
-    code = "pacs-refused"
+    skipped: int = 0  # instances in series the filter did not move
+    skipped_reason: str | None = None  # per skipped series: modality, count, why (PHI-free)
 
 
 def _node(settings: Settings, name: str) -> tuple[admin.NodeConfig, str]:
+    """The node, its association limit counted in the database: the workers pulling from it
+    run on several processes and hosts."""
     with get_sessionmaker(settings.db_url)() as s:
-        return admin.get_node(s, name), admin.get_local_ae(s, settings).ae_title
+        node, local = admin.get_node(s, name), admin.get_local_ae(s, settings).ae_title
+    return replace(node, leases=Leases(settings.db_url)), local
 
 
 def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundStudy]:
@@ -58,13 +60,12 @@ def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundSt
             src, node_ae=node.ae_title, node_host=node.host, level="STUDY", keys=keywords,
             matches=matches, ok=reason is None, reason=reason))
 
+    # a PacsError marked permanent goes up as it is: the base task fails the job with it
     try:
         found = find_studies(node, request, local_ae=local,
                              keys=SiteKeys.for_settings(settings))
     except PacsError as exc:
         audit(0, exc.code)
-        if exc.permanent:
-            raise PermanentPacsFailure(f"{exc.code}: {exc.reason}") from None
         raise
     audit(len(found), None)
     return [FoundStudy(study_uid=f.study_uid, expected=f.expected) for f in found]
@@ -72,17 +73,22 @@ def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundSt
 
 def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None, *,
              attempt: int, retry: RetryPolicy | None = None,
+             series_filter: SeriesFilter | None = None,
+             should_stop: Callable[[], bool] | None = None,
              job: str | None = None) -> RetrieveOutcome:
     """One attempt at pulling one study to our listener; the DICOM area decides completeness
     and asks only for what is missing. It never raises for PACS failures: a report that is
-    neither complete nor worth another attempt is a failed study."""
+    neither complete nor worth another attempt is a failed study. ``series_filter``: move only
+    the series it keeps (the others are reported skipped); ``should_stop``: polled while the
+    move runs, True sends C-CANCEL (the job was cancelled)."""
     node, _ = _node(settings, pacs)
-    ctx = PullContext.for_settings(settings, node)
+    ctx = dataclasses.replace(PullContext.for_settings(settings, node), should_stop=should_stop)
     study = StudyMatch.known(study_uid, ctx.keys, expected)
     atna_export.send(lambda src: atna_events.retrieve_started(
         src, node_ae=node.ae_title, node_host=node.host, study_key=study.study_key,
         job=job or "-"))
-    rep = retrieve_study(node, study, ctx, attempt=attempt, retry=retry)
+    rep = retrieve_study(node, study, ctx, attempt=attempt, retry=retry,
+                         series_filter=series_filter)
     if rep.status != "retry":  # the final word on this study: complete or failed
         atna_export.send(lambda src: atna_events.retrieved(
             src, node_ae=node.ae_title, node_host=node.host, study_key=study.study_key,
@@ -92,7 +98,8 @@ def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None
     reason = None if rep.complete else (
         f"{rep.reason or 'incomplete'}: {rep.detail}" if rep.detail else rep.reason)
     return RetrieveOutcome(complete=rep.complete, reason=reason, expected=rep.expected,
-                           received=rep.received, retry_in=rep.retry_in)
+                           received=rep.received, retry_in=rep.retry_in,
+                           skipped=rep.skipped_instances, skipped_reason=rep.skipped_reason)
 
 
 def forward(settings: Settings, destination: str, paths: list[Path]) -> int:

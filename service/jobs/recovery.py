@@ -9,7 +9,7 @@ database says is unfinished (a killed worker, a restarted broker) for the caller
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import and_, or_, select
@@ -40,6 +40,8 @@ class Work:
 
     mark_dead: Callable[[Session, str, str], str | None]  # (target, reason) -> its job id
     revive: Callable[[Session, str], None]  # back to the state the task starts from
+    # node-bound work: the host holding the target's files (None: the reviver's own host)
+    node: Callable[[Session, str], str | None] = lambda session, target: None
 
 
 def _instance_dead(session: Session, target: str, reason: str) -> str | None:
@@ -53,6 +55,12 @@ def _instance_dead(session: Session, target: str, reason: str) -> str | None:
 def _instance_revive(session: Session, target: str) -> None:
     session.execute(conditional_update(JobInstance).where(JobInstance.id == int(target)).values(
         state=InstanceState.PENDING, reason=None, claimed_at=None, attempts=0))
+
+
+def _instance_node(session: Session, target: str) -> str | None:
+    return session.scalar(select(ReceivedInstance.node).join(
+        JobInstance, JobInstance.received_id == ReceivedInstance.id).where(
+        JobInstance.id == int(target)))
 
 
 def _study_dead(session: Session, target: str, reason: str) -> str | None:
@@ -91,12 +99,30 @@ def _nothing_to_revive(session: Session, target: str) -> None:
     return None
 
 
+def _score_dead(session: Session, target: str, reason: str) -> str | None:
+    """Scoring kept failing: the de-identified study is still complete (its output exists);
+    it says it was not scored, and the dead letter can send it to scoring again."""
+    st = session.get(JobStudy, int(target))
+    if st is None:
+        return None
+    if st.state == StudyState.SCORING:
+        st.state, st.reason = StudyState.COMPLETE, f"not scored: {reason}"[:500]
+    return st.job_id
+
+
+def _score_revive(session: Session, target: str) -> None:
+    session.execute(conditional_update(JobStudy).where(
+        JobStudy.id == int(target), JobStudy.state == StudyState.COMPLETE)
+        .values(state=StudyState.SCORING, reason=None))
+
+
 WORK: dict[TaskName, Work] = {
     TaskName.RESOLVE_JOB: Work(_job_dead, _job_revive),
     TaskName.RETRIEVE_STUDY: Work(_study_dead, _study_revive),
-    TaskName.DEIDENTIFY_INSTANCE: Work(_instance_dead, _instance_revive),
+    TaskName.DEIDENTIFY_INSTANCE: Work(_instance_dead, _instance_revive, _instance_node),
     TaskName.FORWARD_STUDY: Work(_nothing_dead, _nothing_to_revive),  # forwarded stays False
     TaskName.SWEEP: Work(_nothing_dead, _nothing_to_revive),  # the next round sweeps again
+    TaskName.SCORE_STUDY: Work(_score_dead, _score_revive),
 }
 
 
@@ -128,9 +154,11 @@ class SweepResult:
     instances: list[tuple[int, str]]
     unlinked: list[int]
     completed: list[tuple[int, str]]  # (study, job) completed by the sweep's own check
+    scoring: list[int] = field(default_factory=list)  # studies whose score task may be lost
 
 
-def sweep(session: Session, *, stale_s: int, startup: bool = False) -> SweepResult:
+def sweep(session: Session, *, stale_s: int, startup: bool = False,
+          score: bool = False) -> SweepResult:
     """Find unfinished work whose task may have been lost (worker killed, broker restarted).
 
     Stale means untouched for ``stale_s`` seconds. A stale claim (its worker presumed dead) goes
@@ -163,8 +191,9 @@ def sweep(session: Session, *, stale_s: int, startup: bool = False) -> SweepResu
     studies = list(session.scalars(select(JobStudy.id).where(
         JobStudy.job_id.in_(active), JobStudy.state == StudyState.PENDING,
         JobStudy.updated_at < fresh_ok).order_by(JobStudy.id)))
-    instances = [(i, n) for i, n in session.execute(
-        select(JobInstance.id, JobInstance.node).where(or_(
+    instances = [(i, n) for i, n in session.execute(  # n: the node holding the file
+        select(JobInstance.id, ReceivedInstance.node)
+        .join(ReceivedInstance, ReceivedInstance.id == JobInstance.received_id).where(or_(
             and_(JobInstance.state == InstanceState.PENDING, JobInstance.updated_at < fresh_ok),
             # committed, but the identified source may not have been removed yet
             and_(JobInstance.state.in_(COMMITTED_INSTANCE_STATES),
@@ -188,9 +217,18 @@ def sweep(session: Session, *, stale_s: int, startup: bool = False) -> SweepResu
     completed = []
     for sid, jid in list(session.execute(select(JobStudy.id, JobStudy.job_id).where(
             JobStudy.state == StudyState.DEIDENTIFYING, JobStudy.retrieved.is_(True)))):
-        if check_study(session, sid):
+        if check_study(session, sid, score=score):
             completed.append((sid, jid))
+    # studies waiting for a score whose message may be lost (the task touches the row when it
+    # defers an incomplete exam, so a study inside its quiet period is not picked)
+    scoring = list(session.scalars(select(JobStudy.id).where(
+        JobStudy.state == StudyState.SCORING, JobStudy.updated_at < fresh_ok)
+        .order_by(JobStudy.id)))
+    if scoring:
+        session.execute(conditional_update(JobStudy).where(JobStudy.id.in_(scoring))
+                        .values(updated_at=now))
+        session.commit()
     for jid in list(session.scalars(select(Job.id).where(Job.state.in_(RUNNING_JOB_STATES)))):
         refresh_job(session, jid)
     return SweepResult(jobs=jobs, studies=studies, instances=instances, unlinked=unlinked,
-                       completed=completed)
+                       completed=completed, scoring=scoring)

@@ -122,9 +122,12 @@ def claim_study(session: Session, study_id: int, stale_s: int) -> JobStudy | Non
 
 def retrieval_finished(
     session: Session, study_id: int, *, complete: bool, reason: str | None,
-    expected: int | None = None,
+    expected: int | None = None, skipped: int = 0, skipped_reason: str | None = None,
 ) -> None:
-    values: dict[str, Any] = {"retrieved": True}
+    """``expected`` is then the count of what was asked for: a study whose series were
+    skipped by the filter is complete once the series it kept have arrived."""
+    values: dict[str, Any] = {"retrieved": True, "skipped": skipped,
+                              "skipped_reason": skipped_reason}
     if expected is not None:
         values["expected"] = expected
     if complete:
@@ -157,10 +160,11 @@ def _active_study(session: Session, key: str) -> JobStudy | None:
 
 
 def link_received(
-    session: Session, received_id: int, *, node: str, study: JobStudy | None = None
+    session: Session, received_id: int, *, study: JobStudy | None = None
 ) -> tuple[JobInstance | None, bool]:
     """Attach an instance the listener stored to the active job study it belongs to (matched by
-    the keyed study-UID hash the listener recorded).
+    the keyed study-UID hash the listener recorded). The row takes the node of the received
+    file, never the linker's: a sweep or retrieve task on another host links it too.
 
     Returns the row and whether it needs de-identifying (False for a duplicate delivery).
     Instances no job asked for are still de-identified (job_id None): identified data is never
@@ -181,7 +185,7 @@ def link_received(
         JobInstance.received_id == ri.id,
         JobInstance.state.in_(COMMITTED_INSTANCE_STATES))).first()
     row = JobInstance(received_id=ri.id, job_id=job_id, study_id=study.id if study else None,
-                      spool_path=ri.spool_path, node=node, state=InstanceState.PENDING,
+                      spool_path=ri.spool_path, node=ri.node, state=InstanceState.PENDING,
                       attempts=0)
     if done is not None:
         row.state, row.out_path, row.reason = done.state, done.out_path, done.reason
@@ -198,22 +202,23 @@ def link_received(
     return row, row.state == InstanceState.PENDING
 
 
-def adopt_known(session: Session, study_id: int, *, node: str) -> list[int]:
+def adopt_known(session: Session, study_id: int) -> list[tuple[int, str]]:
     """After a retrieval, attach instances of the study the listener already held (it does not
-    spool a duplicate SOP instance twice, so a re-requested study may arrive as nothing)."""
+    spool a duplicate SOP instance twice, so a re-requested study may arrive as nothing).
+    Returns (instance id, node holding its file) for each that needs de-identifying."""
     st = session.get(JobStudy, study_id)
     if st is None:
         return []
     linked = set(session.scalars(select(JobInstance.received_id)
                                  .where(JobInstance.study_id == study_id)))
-    todo: list[int] = []
+    todo: list[tuple[int, str]] = []
     for rid in list(session.scalars(select(ReceivedInstance.id).where(
             ReceivedInstance.study_key == st.study_key).order_by(ReceivedInstance.id))):
         if rid in linked:
             continue
-        row, needs = link_received(session, rid, node=node, study=st)
+        row, needs = link_received(session, rid, study=st)
         if row is not None and needs:
-            todo.append(row.id)
+            todo.append((row.id, row.node))
     return todo
 
 
@@ -258,9 +263,13 @@ def release_instance(session: Session, instance_id: int) -> None:
     session.commit()
 
 
-def check_study(session: Session, study_id: int) -> bool:
+def check_study(session: Session, study_id: int, *, score: bool = False) -> bool:
     """de-identifying -> complete/failed once every received instance is done; True on the
-    transition (exactly one caller sees True, so the completion hook runs once)."""
+    transition (exactly one caller sees True, so the completion hook runs once).
+
+    ``score``: a model is configured, so a fully de-identified study goes to ``scoring``
+    instead of ``complete`` (the score task completes it): the job cannot be derived ``done``
+    between the two steps."""
     s = session.get(JobStudy, study_id, populate_existing=True)
     if s is None or s.state != StudyState.DEIDENTIFYING or not s.retrieved:
         return False
@@ -275,13 +284,24 @@ def check_study(session: Session, study_id: int) -> bool:
         new, reason = StudyState.FAILED, f"{bad} instance(s) could not be de-identified"
     elif s.expected is not None and received < s.expected:
         new, reason = StudyState.FAILED, f"received {received} of {s.expected} instances"
+    elif score and counts.get(InstanceState.WRITTEN, 0):
+        new, reason = StudyState.SCORING, None
     else:
         new, reason = StudyState.COMPLETE, None
     res = session.execute(conditional_update(JobStudy).where(JobStudy.id == study_id,
                                                  JobStudy.state == StudyState.DEIDENTIFYING)
                           .values(state=new, reason=reason))
     session.commit()
-    return _moved(res) and new == StudyState.COMPLETE
+    return _moved(res) and new in (StudyState.COMPLETE, StudyState.SCORING)
+
+
+def scoring_finished(session: Session, study_id: int, *, reason: str | None = None) -> bool:
+    """scoring -> complete (``reason`` says why no score exists, when none does)."""
+    res = session.execute(conditional_update(JobStudy).where(
+        JobStudy.id == study_id, JobStudy.state == StudyState.SCORING)
+        .values(state=StudyState.COMPLETE, reason=reason, updated_at=utcnow()))
+    session.commit()
+    return _moved(res)
 
 
 def refresh_job(session: Session, job_id: str) -> JobState | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.jobs.conftest import jobs_db  # noqa: F401 - the scoring tests' job database
 from workers.score.card import Architecture, InputSize, ModelCard, Output, Thresholds
 from workers.score.models import build_network, save_model
 
