@@ -50,6 +50,7 @@ REASONS = frozenset({
     "error", "configuration", "policy-invalid", "site-key", "rejected", "not-dicom",
     "truncated", "unsupported-sop-class", "policy-refused", "pixel-refused", "retryable",
     "dead-lettered", "pseudonym-collision", "lookup-refused", "mapping-integrity", "backup",
+    "exam-unknown", "thumbnail-unavailable", "model-registry", "accession-unknown", "cancelled",
     "token", "token-not-found", "invalid-token", "token-name", "token-role", "account",
     "account-not-found", "account-name", "account-password", "account-role",
     "job-not-found", "invalid-job-request", "dicom-invalid-setting", "pacs-error",
