@@ -15,9 +15,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
+from service.audit.process import start_process
 from service.core import logs
 from service.core.config import Settings, load_settings
 from service.core.queues import broker_options, celery_conf, deid_queue
+from workers.tasks.base import site_keys
 from workers.tasks.deid import deidentifier
 from workers.tasks.sweep import run_sweep
 
@@ -112,13 +114,15 @@ def _stop_sweeper(**_: Any) -> None:
 
 @worker_process_init.connect
 def _warm_up(**_: Any) -> None:
-    """Load the engine and the default policy once per pool process, before the first task:
-    the first de-identification of a job should not pay for imports and YAML parsing."""
+    """Start the pool process (JSON logs, key check, metrics, ATNA: service.audit.process),
+    then load the engine and the default policy once, before the first task: the first
+    de-identification of a job should not pay for imports and YAML parsing."""
     current = globals().get("app")
     settings = getattr(current, "settings", None)
     if settings is None:
         return
+    start_process(settings, "worker", create_key=False)
     try:
-        deidentifier(settings.default_policy, settings.site_key_path, settings.project)
+        deidentifier(settings.default_policy, site_keys(settings), settings.project)
     except Exception as exc:  # a broken policy is reported by the task that needs it
         log.warning("warm-up failed (%s)", type(exc).__name__)

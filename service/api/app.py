@@ -7,9 +7,11 @@ under ``/api/v1``; the interactive OpenAPI documentation is at ``/docs``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
-from service.api import errors, openapi
+from service.api import errors, openapi, transport
 from service.api.routes import ROUTERS
 from service.api.routes.health import app_version
 from service.core import logs
@@ -45,4 +47,26 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     mount_web(app, settings)  # the web UI at / (service.web), outside the OpenAPI document
+    app.mount("/metrics", metrics_endpoint(settings))
+    transport.install(app, settings)  # outermost: plain HTTP refused outside development
     return app
+
+
+def metrics_endpoint(settings: Settings) -> Any:
+    """``/metrics``: every process's samples of this host (multiprocess files in
+    ``HOME/metrics``) and the broker's queue depths read at scrape time. No token: nothing in
+    it is PHI (fixed label vocabularies), and Prometheus scrapes without one; HTTPS applies."""
+    from service.core import metrics
+    from service.core.queues import broker_options, deid_queue, queue_names
+
+    metrics.metrics_dir(settings).mkdir(parents=True, exist_ok=True, mode=0o700)
+    nodes = [n.strip() for n in settings.metrics_nodes.split(",") if n.strip()]
+    queues = list(dict.fromkeys([*queue_names(settings), *(deid_queue(settings, n)
+                                                           for n in nodes)]))
+
+    def depths() -> dict[str, int]:
+        url, options = broker_options(settings)
+        return metrics.broker_queue_depths(url, options, queues)
+
+    registry = metrics.scrape_registry(settings, collectors=[metrics.QueueDepths(depths)])
+    return metrics.metrics_app(registry)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -97,6 +98,58 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(TransportSecurity,  # type: ignore[arg-type]  # starlette's factory typing
                        development=settings.environment == "development",
                        hsts_max_age_s=settings.hsts_max_age_s)
+
+
+def self_signed(settings: Settings) -> tuple[Path, Path]:
+    """A self-signed certificate for this host in ``HOME/tls`` (made once, key 0600), so the
+    embedded default speaks HTTPS with no setup; browsers warn until the hospital's certificate
+    replaces it (``DEIDGATE_HTTPS_CERT``/``_KEY``)."""
+    import datetime
+    import os
+    import socket
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = settings.home / "tls"
+    cert, key = folder / "self-signed.crt", folder / "self-signed.key"
+    if cert.is_file() and key.is_file():
+        return cert, key
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    host = socket.gethostname() or "localhost"
+    pk = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])])
+    now = datetime.datetime.now(datetime.UTC)
+    sans: list[x509.GeneralName] = [x509.DNSName(host), x509.DNSName("localhost"),
+                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    built = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+             .public_key(pk.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=825))
+             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .sign(pk, hashes.SHA256()))
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pk.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    cert.write_bytes(built.public_bytes(serialization.Encoding.PEM))
+    return cert, key
+
+
+def https_paths(settings: Settings) -> tuple[Path, Path] | None:
+    """The certificate and key the API serves with: configured ones, else (outside
+    development, ``https_self_signed``) a generated self-signed pair; None: plain HTTP."""
+    if settings.https_cert is not None or settings.https_key is not None:
+        if settings.https_cert is None or settings.https_key is None:
+            raise TlsConfigError("HTTPS needs both DEIDGATE_HTTPS_CERT and DEIDGATE_HTTPS_KEY")
+        return settings.https_cert, settings.https_key
+    if settings.environment == "development" or not settings.https_self_signed:
+        return None
+    return self_signed(settings)
 
 
 def uvicorn_config(app: Any, settings: Settings, **kwargs: Any) -> uvicorn.Config:

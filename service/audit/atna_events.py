@@ -291,6 +291,18 @@ EVENT_KINDS: dict[str, Builder] = {
     "dicom.node-added": _config(ConfigArea.network, "name", "node"),
     "dicom.node-removed": _config(ConfigArea.network, "name", "node"),
     "dicom.node-replaced": _config(ConfigArea.network, "name", "node"),
+    # the web UI's sign-in (service.web.signin) and sign-out
+    "web.sign-in": lambda src, actor, d, _pid: login(src, user=actor, client_host=d.get("client")),
+    "web.sign-in-failed": lambda src, actor, d, _pid: login(
+        src, user=str(d.get("account") or "unknown"), client_host=d.get("client"), ok=False),
+    "web.sign-out": lambda src, actor, d, _pid: login(
+        src, user=actor, client_host=d.get("client"), logout=True),
+    "user.created": _config(ConfigArea.security, "name", "user"),
+    "user.password-changed": _config(ConfigArea.security, "name", "user"),
+    "user.disabled": _config(ConfigArea.security, "name", "user"),
+    "keys.created": _config(ConfigArea.security, "key_id"),
+    "keys.activated": _config(ConfigArea.security, "key_id"),
+    "keys.rekeyed": _config(ConfigArea.security, "key_id"),
     "token.created": _config(ConfigArea.security, "name", "token"),
     "token.revoked": _config(ConfigArea.security, "name", "token"),
     "policy.changed": _config(ConfigArea.software, "name", "policy"),

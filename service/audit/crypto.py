@@ -3,6 +3,9 @@
 - ``encrypt_original``: AES-256-GCM under ``SiteKeys.encryption`` with a random 96-bit nonce.
   The associated data binds the ciphertext to its row's (kind, pseudonym): copying a ciphertext
   onto another row (to make pseudonym A re-identify as B's person) fails authentication.
+Both use the row's sealing key (``audit_mappings.key_id``, see ``SealKey``), which rotates;
+the chain key stays the site key's.
+
 - ``lookup_hash``: HMAC-SHA256 under ``SiteKeys.lookup`` of (namespace, original). It lets the
   store find "the pseudonym of this original" without decrypting every row, while a dump holder
   without the key cannot confirm a guessed PatientID (an unkeyed hash could be enumerated).
@@ -13,10 +16,23 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from cryptography.exceptions import InvalidTag
 
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys, aead_open, aead_seal, hmac_sha256
+
+
+class Sealing(Protocol):
+    """What seals a mapping row: a ``SealKey`` (by key id) or, for the original rows, the site
+    key's own derivations (``SiteKeys``, which is the ``site`` sealing key)."""
+
+    @property
+    def encryption(self) -> bytes: ...
+
+    @property
+    def lookup(self) -> bytes: ...
 
 _AAD_LABEL = "deidgate/audit-mapping/v1"
 
@@ -48,11 +64,11 @@ def _aad(kind: str, pseudonym: str) -> bytes:
     return hmac_sha256(b"aad", _AAD_LABEL, kind, pseudonym)
 
 
-def encrypt_original(keys: SiteKeys, *, kind: str, pseudonym: str, original: str) -> bytes:
+def encrypt_original(keys: Sealing, *, kind: str, pseudonym: str, original: str) -> bytes:
     return aead_seal(keys.encryption, original.encode("utf-8"), _aad(kind, pseudonym))
 
 
-def decrypt_original(keys: SiteKeys, *, kind: str, pseudonym: str, blob: bytes) -> str:
+def decrypt_original(keys: Sealing, *, kind: str, pseudonym: str, blob: bytes) -> str:
     try:
         plain = aead_open(keys.encryption, blob, _aad(kind, pseudonym))
     except InvalidTag:
@@ -63,7 +79,7 @@ def decrypt_original(keys: SiteKeys, *, kind: str, pseudonym: str, blob: bytes) 
     return plain.decode("utf-8")
 
 
-def lookup_hash(keys: SiteKeys, *, kind: str, original: str) -> str:
+def lookup_hash(keys: Sealing, *, kind: str, original: str) -> str:
     return hmac_sha256(keys.lookup, "deidgate/lookup/v1", namespace_of(kind), original).hex()
 
 

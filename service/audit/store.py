@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Insert, select
 from sqlalchemy.orm import Session
 
-from service.audit import chain, stored
+from service.audit import atna_export, chain, stored
 from service.audit.crypto import (
     NAMESPACES,
     decrypt_original,
@@ -22,10 +22,10 @@ from service.audit.crypto import (
     namespace_of,
 )
 from service.audit.types import MAPPING_KINDS, EventView, MappingInfo, RecordedOutcome
-from service.core.errors import DeidgateError, PolicyRefused
-from service.core.keys import SiteKeys
+from service.core.errors import DeidgateError, PolicyRefused, SiteKeyError
+from service.core.keys import SITE_SEAL_ID, SealKey, SiteKeys
 from service.db.base import as_utc, utcnow
-from service.db.models.audit import AuditMapping
+from service.db.models.audit import AuditMapping, AuditSealKey
 
 _KIND_ORDER: dict[str, int] = {k: i for i, k in enumerate(MAPPING_KINDS)}
 
@@ -59,6 +59,23 @@ class AuditStore:
     def __repr__(self) -> str:
         return f"AuditStore(keys={self.keys!r})"
 
+    # -- sealing keys ----------------------------------------------------------------------
+
+    def active_seal(self) -> SealKey:
+        """The sealing key new rows use (``audit_seal_keys.active``), checked against the key
+        file this host holds: a missing key, or a different key under a known id, refuses to
+        seal anything (fail closed) rather than write rows nobody can open."""
+        row = self.session.scalars(select(AuditSealKey).where(AuditSealKey.active)).first()
+        key_id = row.key_id if row is not None else SITE_SEAL_ID
+        seal = self.keys.seal(key_id)
+        if row is not None and row.fingerprint and row.fingerprint != seal.fingerprint:
+            raise SiteKeyError(f"sealing key {key_id!r} on this host is not the one registered "
+                               "(fingerprint differs); copy the right seal file here")
+        return seal
+
+    def _seal_of(self, key_id: str) -> SealKey:
+        return self.keys.seal(key_id)
+
     # -- recording -------------------------------------------------------------------------
 
     def record_outcome(self, outcome: RecordedOutcome, *, source: str, job_id: str | None) -> None:
@@ -77,7 +94,8 @@ class AuditStore:
                 raise PseudonymCollision(f"{m.kind} pseudonym {m.pseudonym} is given to two "
                                          "different originals within one instance")
             wanted[key] = m.original
-        hashes = {k: lookup_hash(self.keys, kind=k[0], original=v) for k, v in wanted.items()}
+        seal = self.active_seal()
+        hashes = {k: lookup_hash(seal, kind=k[0], original=v) for k, v in wanted.items()}
         now = utcnow()
         new = 0
         for kind, pseudonym in sorted(wanted, key=lambda k: (_KIND_ORDER[k[0]], k[1])):
@@ -86,8 +104,9 @@ class AuditStore:
                 "namespace": namespace_of(kind),
                 "pseudonym": pseudonym,
                 "lookup_hash": hashes[(kind, pseudonym)],
-                "original_ct": encrypt_original(self.keys, kind=kind, pseudonym=pseudonym,
+                "original_ct": encrypt_original(seal, kind=kind, pseudonym=pseudonym,
                                                 original=wanted[(kind, pseudonym)]),
+                "key_id": seal.key_id,
                 "patient_pseudonym": outcome.patient_pseudonym or None,
                 "policy_name": outcome.policy_name,
                 "policy_version": outcome.policy_version,
@@ -98,7 +117,7 @@ class AuditStore:
             # RETURNING, not rowcount: a skipped conflict returns no row on both dialects
             inserted = self.session.execute(self._insert_ignore(values)).first()
             new += inserted is not None
-        self._check_collisions(hashes)
+        self._check_collisions(wanted, hashes)
         self.log_event("deidentified", actor="deidgate", details={
             "patient": outcome.patient_pseudonym,
             "study": outcome.study_instance_uid,
@@ -127,27 +146,45 @@ class AuditStore:
         return sqlite_insert(AuditMapping).values(**values).on_conflict_do_nothing(
             index_elements=["kind", "pseudonym"]).returning(AuditMapping.id)
 
-    def _check_collisions(self, hashes: dict[tuple[str, str], str]) -> None:
-        """Every stored row sharing a namespace and pseudonym must carry the same original."""
-        by_ns: dict[str, dict[str, str]] = {}
+    def _check_collisions(self, wanted: dict[tuple[str, str], str],
+                          hashes: dict[tuple[str, str], str]) -> None:
+        """Every stored row sharing a namespace and pseudonym must carry the same original.
+
+        A stored row's lookup hash is under that row's sealing key, so the original is hashed
+        again under it (rows sealed before a rotation are compared like any other)."""
+        by_ns: dict[str, dict[str, tuple[str, str]]] = {}
         for (kind, pseudonym), digest in hashes.items():
             seen = by_ns.setdefault(namespace_of(kind), {})
-            if seen.setdefault(pseudonym, digest) != digest:
+            first = seen.setdefault(pseudonym, (digest, wanted[(kind, pseudonym)]))
+            if first[0] != digest:
                 raise PseudonymCollision(f"{kind} pseudonym {pseudonym} is given to two "
                                          "different originals within one instance")
-        everything = {p for wanted in by_ns.values() for p in wanted}
+        everything = {p for ns in by_ns.values() for p in ns}
         rows = self.session.execute(
             select(AuditMapping.kind, AuditMapping.namespace, AuditMapping.pseudonym,
-                   AuditMapping.lookup_hash).where(AuditMapping.pseudonym.in_(everything)))
-        for kind, ns, pseudonym, digest in rows:  # one query for every namespace
+                   AuditMapping.lookup_hash, AuditMapping.key_id)
+            .where(AuditMapping.pseudonym.in_(everything)))
+        active = None
+        for kind, ns, pseudonym, digest, key_id in rows:  # one query for every namespace
             expected = by_ns.get(ns, {}).get(pseudonym)
-            if expected is not None and digest != expected:
+            if expected is None:
+                continue
+            active = active or self.active_seal().key_id
+            want = expected[0] if key_id == active else lookup_hash(
+                self._seal_of(key_id), kind=kind, original=expected[1])
+            if digest != want:
                 raise PseudonymCollision(
                     f"{kind} pseudonym {pseudonym} already maps to a different original")
 
-    def log_event(self, kind: str, *, actor: str, details: dict[str, Any]) -> None:
-        """Append a hash-chained event. ``details`` must hold no PHI: pseudonyms, counts, codes."""
+    def log_event(self, kind: str, *, actor: str, details: dict[str, Any],
+                  export: bool = True) -> None:
+        """Append a hash-chained event. ``details`` must hold no PHI: pseudonyms, counts, codes.
+
+        Also sent to the hospital's audit repository (ATNA over syslog) when the transaction
+        commits, where one is configured (service.audit.atna_export)."""
         chain.append(self.session, self.keys, kind, actor=actor, details=details)
+        if export:
+            atna_export.pending(self.session, kind, actor=actor, details=details)
 
     # -- re-identification -----------------------------------------------------------------
 
@@ -161,29 +198,40 @@ class AuditStore:
         if not actor or not actor.strip():
             raise LookupRefused("a re-identification needs an operator name")
         rows = self.session.execute(
-            select(AuditMapping.kind, AuditMapping.pseudonym, AuditMapping.original_ct)
+            select(AuditMapping.kind, AuditMapping.pseudonym, AuditMapping.original_ct,
+                   AuditMapping.key_id)
             .where(AuditMapping.pseudonym == pseudonym).order_by(AuditMapping.id)
         ).all()
-        self.log_event("reidentify", actor=actor.strip(), details={
+        details = {
             "pseudonym": pseudonym,
             "reason": reason.strip(),
             "matches": len(rows),
             "kinds": sorted({r.kind for r in rows}),
-        })
+        }
+        self.log_event("reidentify", actor=actor.strip(), details=details, export=False)
         self.session.commit()
-        return [(kind, decrypt_original(self.keys, kind=kind, pseudonym=p, blob=ct))
-                for kind, p, ct in rows]
+        found = [(kind, decrypt_original(self._seal_of(key_id), kind=kind, pseudonym=p,
+                                         blob=ct)) for kind, p, ct, key_id in rows]
+        exporter = atna_export.current()
+        if exporter is not None:  # ATNA's Patient object needs the disclosed Patient ID only
+            patient = next((o for k, o in found if k == "patient"), None)
+            exporter.event("reidentify", actor=actor.strip(), details={
+                k: v for k, v in details.items() if k != "reason"},
+                disclosed_patient_id=patient)
+        return found
 
     def find_pseudonyms(self, kind: str, original: str, *, reason: str, actor: str) -> list[str]:
         """Original -> pseudonyms (one per project). Logged like ``lookup``: it links a known
         person to research data. The event names the pseudonyms found, never the original."""
         if not reason or not reason.strip():
             raise LookupRefused("a lookup by original needs a reason")
-        digest = lookup_hash(self.keys, kind=kind, original=original)
+        # under every sealing key this host holds: rows keep their key until re-keyed
+        digests = [lookup_hash(seal, kind=kind, original=original)
+                   for seal in self.keys.all_seals()]
         found = list(self.session.scalars(
             select(AuditMapping.pseudonym).where(
                 AuditMapping.namespace == namespace_of(kind), AuditMapping.kind == kind,
-                AuditMapping.lookup_hash == digest).order_by(AuditMapping.id)))
+                AuditMapping.lookup_hash.in_(digests)).order_by(AuditMapping.id)))
         self.log_event("lookup-original", actor=actor, details={
             "kind": kind, "reason": reason.strip(), "pseudonyms": found})
         self.session.commit()
@@ -194,11 +242,12 @@ class AuditStore:
         The caller logs the export (who, which kind, how many) before writing it anywhere."""
         if kind not in NAMESPACES:
             raise ValueError(f"unknown mapping kind {kind!r}")
-        stmt = (select(AuditMapping.pseudonym, AuditMapping.original_ct)
+        stmt = (select(AuditMapping.pseudonym, AuditMapping.original_ct, AuditMapping.key_id)
                 .where(AuditMapping.kind == kind).order_by(AuditMapping.id)
                 .execution_options(yield_per=2000))
-        for pseudonym, ct in self.session.execute(stmt):
-            yield decrypt_original(self.keys, kind=kind, pseudonym=pseudonym, blob=ct), pseudonym
+        for pseudonym, ct, key_id in self.session.execute(stmt):
+            yield (decrypt_original(self._seal_of(key_id), kind=kind, pseudonym=pseudonym,
+                                    blob=ct), pseudonym)
 
     def count_mappings(self, kind: str) -> int:
         from sqlalchemy import func

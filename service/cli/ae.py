@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session
 
-from service.cli.common import state, transact
+from service.cli.common import audit, state, transact
 from service.cli.tls_options import (
     AllowPlain,
     PinCert,
@@ -51,8 +52,14 @@ def set_(
 ) -> None:
     """Change the gateway's AE title, port, bind address or max PDU (listener restart needed)."""
     settings = state(ctx).settings
-    local = transact(ctx, lambda s: admin.set_local_ae(
-        s, settings, ae_title=ae_title, host=host, port=port, max_pdu=max_pdu), seed_dicom=True)
+    def change(s: Session) -> admin.LocalAEConfig:
+        local = admin.set_local_ae(s, settings, ae_title=ae_title, host=host, port=port,
+                                   max_pdu=max_pdu)
+        audit(ctx, s, "dicom.local-ae-changed", ae_title=local.ae_title, host=local.host,
+              port=local.port, max_pdu=local.max_pdu)
+        return local
+
+    local = transact(ctx, change, seed_dicom=True)
     typer.echo(f"local AE {local.ae_title} on {local.host}:{local.port} (max PDU "
                f"{local.max_pdu}); restart the listener to apply")
 
@@ -73,7 +80,14 @@ def allow(
     only over DICOM TLS with its certificate pinned to the title)."""
     t = (tls_settings(tls, pin_sha256, pin_cert, pin_name, allow_plain)
          if tls is not None or pin_sha256 or pin_cert or pin_name or allow_plain else {})
-    a = transact(ctx, lambda s: admin.allow(s, calling_ae, host, **t), seed_dicom=True)
+
+    def change(s: Session) -> admin.AllowedAE:
+        a = admin.allow(s, calling_ae, host, **t)
+        audit(ctx, s, "dicom.caller-allowed", ae_title=a.ae_title, host=a.host,
+              tls=sorted(t))
+        return a
+
+    a = transact(ctx, change, seed_dicom=True)
     typer.echo(f"allowed {a.ae_title}" + (f" from {a.host}" if a.host else " from any host")
                + f"  {describe_tls(a)}")
 
@@ -92,7 +106,14 @@ def tls_(
     its plain associations, ``mtls-required`` also needs a client certificate naming the AE
     title (or matching the pin); ``--allow-plain`` accepts plain DICOM during a migration."""
     t = tls_settings(mode, pin_sha256, pin_cert, pin_name, allow_plain)
-    rows = transact(ctx, lambda s: admin.set_caller_tls(s, calling_ae, **t), seed_dicom=True)
+
+    def change(s: Session) -> list[admin.AllowedAE]:
+        rows = admin.set_caller_tls(s, calling_ae, **t)
+        audit(ctx, s, "dicom.caller-tls-changed", ae_title=calling_ae.strip(), mode=mode,
+              pinned=bool(pin_sha256 or pin_cert or pin_name), allow_plain=allow_plain)
+        return rows
+
+    rows = transact(ctx, change, seed_dicom=True)
     typer.echo(f"{calling_ae.strip()} ({len(rows)} entr{'y' if len(rows) == 1 else 'ies'}): "
                f"{describe_tls(rows[0])}")
 
@@ -101,7 +122,13 @@ def tls_(
 def disallow(ctx: typer.Context,
              calling_ae: Annotated[str, typer.Argument(help="calling AE title")]) -> None:
     """Remove a calling AE title from the allow-list (all its host pins)."""
-    n = transact(ctx, lambda s: admin.disallow(s, calling_ae), seed_dicom=True)
+    def change(s: Session) -> int:
+        n = admin.disallow(s, calling_ae)
+        if n:
+            audit(ctx, s, "dicom.caller-disallowed", ae_title=calling_ae.strip(), entries=n)
+        return n
+
+    n = transact(ctx, change, seed_dicom=True)
     if n == 0:
         typer.echo(f"error: {calling_ae.strip()} was not on the allow-list", err=True)
         raise typer.Exit(1)

@@ -31,8 +31,14 @@ class _State:
         self._db_ready = False
 
     def keys(self) -> SiteKeys:
+        """The site keys; also installs the ATNA exporter (a command that needs the keys logs
+        audit events, and they go to the audit repository as well when one is configured)."""
         if self._keys is None:
             self._keys = SiteKeys.for_settings(self.settings)
+            from service.audit import atna_export
+
+            if atna_export.current() is None:
+                atna_export.configure(self.settings, announce=False)
         return self._keys
 
     def db_url(self) -> str:
@@ -97,6 +103,24 @@ def transact(ctx: typer.Context, op: Callable[[Session], T], *, seed_dicom: bool
             return op(s)
     except DeidgateError as exc:
         exit_for(exc)
+
+
+def cli_actor() -> str:
+    """Who ran the command, for the audit log (the login name; never a patient's anything)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no passwd entry (containers)
+        return "cli"
+
+
+def audit(ctx: typer.Context, session: Session, kind: str, **details: object) -> None:
+    """Record a configuration change in the hash-chained log, in the change's transaction
+    (and so in the ATNA feed when it commits)."""
+    from service.audit import AuditStore
+
+    AuditStore(session, state(ctx).keys()).log_event(kind, actor=cli_actor(), details=details)
 
 
 def is_tty() -> bool:

@@ -98,6 +98,11 @@ def demo(
         settings.environment = "development"
         (settings.home / "logs").mkdir(exist_ok=True)
         worker_log = (settings.home / "logs" / "worker.log").open("ab")
+        from service.audit.process import start_process
+        from service.core.metrics import reset_dir
+
+        reset_dir(settings)  # the whole service starts here (as `serve` does)
+        start_process(settings, "demo")
         emb = start_embedded(settings, db_url, log_file=worker_log)
         try:
             typer.echo(f"sample PACS  AE {PACS_AE} on 127.0.0.1:{pacs.port} "

@@ -24,12 +24,19 @@ def listen(
 ) -> None:
     """Receive into the spool until Ctrl-C (or SIGTERM); stops cleanly."""
     # imported when used: every `deidgate` command loads this module
+    from service.audit.process import child_hook, start_process
     from service.dicom.listener_group import ListenerGroup
     from service.jobs.on_stored import make_on_stored
 
     st = state(ctx)
-    # the hook is built in each listener process, from the settings
-    factory = functools.partial(make_on_stored, st.settings) if queue else None
+    try:
+        start_process(st.settings, "listener")
+    except DeidgateError as exc:
+        exit_for(exc)
+    # each listener process starts itself and builds its hook from the settings
+    factory = functools.partial(child_hook, st.settings, "listener",
+                                functools.partial(make_on_stored, st.settings) if queue
+                                else None)
     overrides: dict[str, Any] = {}
     if port is not None:
         overrides["port"] = port

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session
 
-from service.cli.common import state, transact
+from service.cli.common import audit, state, transact
 from service.cli.tls_options import (
     AllowPlain,
     PinCert,
@@ -37,9 +38,15 @@ def add(
 ) -> None:
     """Add a PACS node (``--tls mtls-required``: DICOM TLS only, its certificate pinned)."""
     t = tls_settings(tls, pin_sha256, pin_cert, pin_name, False)
-    n = transact(ctx, lambda s: admin.add_node(
-        s, name, ae_title=ae_title, host=host, port=port, retrieve=retrieve,
-        max_associations=max_associations, **t), seed_dicom=True)
+
+    def change(s: Session) -> admin.NodeConfig:
+        n = admin.add_node(s, name, ae_title=ae_title, host=host, port=port, retrieve=retrieve,
+                           max_associations=max_associations, **t)
+        audit(ctx, s, "dicom.node-added", name=n.name, ae_title=n.ae_title, host=n.host,
+              port=n.port, retrieve=n.retrieve, max_associations=n.max_associations, tls=tls)
+        return n
+
+    n = transact(ctx, change, seed_dicom=True)
     typer.echo(f"added {n.name}: {n.ae_title}@{n.host}:{n.port} retrieve={n.retrieve} "
                f"max-associations={n.max_associations} {describe_tls(n)}")
 
@@ -57,7 +64,14 @@ def tls_(
     """Set a node's DICOM TLS policy (replaces mode and pins). Our SCU never falls back to
     plain DICOM; ``--allow-plain`` only lets the node still call us in plain DICOM."""
     t = tls_settings(mode, pin_sha256, pin_cert, pin_name, allow_plain)
-    n = transact(ctx, lambda s: admin.set_node_tls(s, name, **t), seed_dicom=True)
+
+    def change(s: Session) -> admin.NodeConfig:
+        n = admin.set_node_tls(s, name, **t)
+        audit(ctx, s, "dicom.node-tls-changed", name=n.name, mode=mode,
+              pinned=bool(pin_sha256 or pin_cert or pin_name), allow_plain=allow_plain)
+        return n
+
+    n = transact(ctx, change, seed_dicom=True)
     typer.echo(f"{n.name}: {describe_tls(n)}")
 
 
@@ -78,7 +92,11 @@ def list_(ctx: typer.Context) -> None:
 @pacs_app.command("remove")
 def remove(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     """Remove a PACS node."""
-    transact(ctx, lambda s: admin.remove_node(s, name), seed_dicom=True)
+    def change(s: Session) -> None:
+        admin.remove_node(s, name)
+        audit(ctx, s, "dicom.node-removed", name=name)
+
+    transact(ctx, change, seed_dicom=True)
     typer.echo(f"removed {name}")
 
 

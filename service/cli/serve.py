@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
 
-from service.cli.common import state, stop_signals
+from service.cli.common import exit_for, state, stop_signals
 from service.core import logs
 from service.core.config import Settings
+from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
 from service.core.queues import DEFAULT_QUEUE, SCORE_QUEUE, deid_queue, node_name, queue_names
 
@@ -40,6 +42,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
+        if isinstance(value, SecretStr):  # str() would hand the children '**********'
+            value = value.get_secret_value()
         env[f"DEIDGATE_{name.upper()}"] = str(value)
     env["DEIDGATE_HOME"] = str(settings.home)
     return env
@@ -77,6 +81,8 @@ class Embedded:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     api_server: Any = None
     api_thread: threading.Thread | None = None
+    health_server: Any = None
+    health_thread: threading.Thread | None = None
     threads: list[threading.Thread] = field(default_factory=list)
 
     def stop(self, timeout: float = 60.0) -> None:
@@ -89,6 +95,11 @@ class Embedded:
             if self.api_thread is not None:
                 self.api_thread.join(timeout=15)
             self.api_server = None
+        if self.health_server is not None:
+            self.health_server.should_exit = True
+            if self.health_thread is not None:
+                self.health_thread.join(timeout=15)
+            self.health_server = None
         with self.lock:
             for w in self.workers:  # warm shutdown: each finishes the task it holds
                 if w.poll() is None:
@@ -182,38 +193,63 @@ def start_embedded(
             emb.start_supervisor()
         if listener:
             # imported when used: every `deidgate` command loads this module
+            from service.audit.process import child_hook
             from service.dicom.listener_group import ListenerGroup
             from service.jobs.on_stored import make_on_stored
 
-            # each listener process builds its own hook (and database engine) from settings
+            # each listener process starts itself (logs, metrics, ATNA) and builds its own
+            # hook (and database engine) from settings
             emb.listener = ListenerGroup.from_settings(
                 settings, db_url=db_url, keys=keys,
-                on_stored_factory=functools.partial(make_on_stored, settings)).start()
+                on_stored_factory=functools.partial(
+                    child_hook, settings, "listener",
+                    functools.partial(make_on_stored, settings))).start()
         if api:
-            import uvicorn
-
-            from service.api.app import create_app
-
-            config = uvicorn.Config(create_app(settings), host=settings.api_host,
-                                    port=settings.api_port, log_level="warning",
-                                    lifespan="on")
-            logs.protect_all()  # uvicorn's own handlers, configured just now
-            server = uvicorn.Server(config)
-            # uvicorn installs no signal handlers off the main thread: `serve` keeps them
-            t = threading.Thread(target=server.run, name="deidgate-api", daemon=True)
-            t.start()
-            deadline = time.monotonic() + 30
-            while not server.started and t.is_alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not server.started:
-                raise RuntimeError(f"the API did not start on {settings.api_host}:"
-                                   f"{settings.api_port} (port in use?)")
-            emb.api_server, emb.api_thread = server, t
-            emb.api_url = f"http://{settings.api_host}:{settings.api_port}"
+            start_api(emb, settings)
     except BaseException:
         emb.stop(timeout=10)
         raise
     return emb
+
+
+def _run_server(server: Any, name: str) -> threading.Thread:
+    # uvicorn installs no signal handlers off the main thread: `serve` keeps them
+    t = threading.Thread(target=server.run, name=name, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not server.started and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise RuntimeError(f"{name} did not start (port in use?)")
+    return t
+
+
+def start_api(emb: Embedded, settings: Settings) -> None:
+    """The API over HTTPS (the configured certificate, else a generated self-signed one;
+    plain HTTP in development only), plus, when HTTPS is on, a plain listener on loopback
+    that answers GET /api/v1/health and nothing else (service.api.transport)."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.api.transport import https_paths, uvicorn_config
+
+    paths = https_paths(settings)
+    served = settings if paths is None else settings.model_copy(
+        update={"https_cert": paths[0], "https_key": paths[1]})
+    app = create_app(settings)
+    config = uvicorn_config(app, served, log_level="warning", lifespan="on")
+    logs.protect_all()  # uvicorn's own handlers, configured just now
+    server = uvicorn.Server(config)
+    emb.api_thread = _run_server(server, "deidgate-api")
+    emb.api_server = server
+    scheme = "https" if paths is not None else "http"
+    emb.api_url = f"{scheme}://{settings.api_host}:{settings.api_port}"
+    if paths is not None and settings.api_health_port:
+        health = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1",
+                                               port=settings.api_health_port,
+                                               log_level="warning", lifespan="off"))
+        emb.health_thread = _run_server(health, "deidgate-health")
+        emb.health_server = health
 
 
 def serve(
@@ -224,15 +260,27 @@ def serve(
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c")] = None,
 ) -> None:
     """Run the API, the DICOM listener and the workers on this machine until Ctrl-C."""
+    from service.audit.process import start_process
+    from service.core.metrics import reset_dir
+
     st = state(ctx)
     logs.install(st.settings, level=logging.INFO)
     db_url = st.db_url()
+    if not (no_api or no_listener or no_worker):
+        reset_dir(st.settings)  # the whole service starts here: counters begin from zero
+    try:
+        start_process(st.settings, "serve")
+    except DeidgateError as exc:
+        exit_for(exc)
     with stop_signals() as stop:
         emb = start_embedded(st.settings, db_url, api=not no_api, listener=not no_listener,
                              worker=not no_worker, concurrency=concurrency)
         try:
             if emb.api_url:
                 typer.echo(f"API      {emb.api_url}/api/v1  (docs {emb.api_url}/docs)")
+            if emb.health_server is not None:
+                typer.echo(f"health   http://127.0.0.1:{st.settings.api_health_port}"
+                           "/api/v1/health  (plain, loopback only)")
             if emb.listener is not None:
                 c = emb.listener.config
                 tls = emb.listener.tls_port
@@ -255,6 +303,10 @@ def worker(
     """Run a Celery worker (deployment: one per role and host)."""
     st = state(ctx)
     st.db_url()
+    try:  # refuse a readable or missing key file here, before Celery starts
+        SiteKeys.for_settings(st.settings, create=False)
+    except DeidgateError as exc:
+        exit_for(exc)
     qs = None
     if queues:
         qs = [deid_queue(st.settings) if q.strip() == "deid" else q.strip()

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     key_file: Path | None = Field(
         default=None, description="site secret key; generated as HOME/keys/site.key when unset"
     )
+    site_key: SecretStr | None = Field(
+        default=None, description="site key as hex, from an environment secret "
+        "(DEIDGATE_SITE_KEY); wins over key_file")
+    keys_dir: Path | None = Field(
+        default=None, description="folder of sealing keys seal-<id>.key (mounted by the "
+        "orchestrator); unset: the site key file's folder")
     project: str = Field(default="default", description="pseudonym namespace")
     default_policy: str = "mammography-screening"
     environment: Literal["development", "production"] = "production"
@@ -94,6 +100,12 @@ class Settings(BaseSettings):
     https_cert: Path | None = Field(default=None, description="PEM certificate for the API/UI")
     https_key: Path | None = Field(default=None, description="its private key, mode 0600")
     hsts_max_age_s: int = Field(default=31_536_000, ge=0)
+    https_self_signed: bool = Field(
+        default=True, description="production without https_cert/key: serve HTTPS with a "
+        "self-signed certificate made in HOME/tls (replace it with the hospital's)")
+    api_health_port: int | None = Field(
+        default=8081, description="plain-HTTP loopback listener for GET /api/v1/health only, "
+        "while the API port speaks HTTPS (container health checks); unset: none")
     audit_syslog_host: str | None = Field(
         default=None, description="ATNA audit repository (syslog); unset: no export")
     audit_syslog_port: int | None = Field(
@@ -108,6 +120,11 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(
         default=None, description="prometheus multi-process folder; unset: HOME/metrics")
     log_format: Literal["text", "json"] = "text"
+    metrics_nodes: str = Field(
+        default="", description="comma-separated node names whose deid.<node> queue depth "
+        "/metrics reports (this host's is always included)")
+    ready_requires_model: bool = Field(
+        default=False, description="/api/v1/ready also needs a loaded scoring model")
     # Web UI (service.web): sessions and sign-in rate limits
     web_session_idle_minutes: int = Field(default=30, ge=1, description="idle session expiry")
     web_session_max_hours: int = Field(default=12, ge=1, description="absolute session expiry")
@@ -132,6 +149,10 @@ class Settings(BaseSettings):
     @property
     def site_key_path(self) -> Path:
         return self.key_file or self.home / "keys" / "site.key"
+
+    @property
+    def seal_keys_dir(self) -> Path:
+        return self.keys_dir or self.site_key_path.parent
 
     @property
     def spool_dir(self) -> Path:

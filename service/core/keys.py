@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import stat
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,9 +132,62 @@ def _derive(master: bytes, purpose: str) -> bytes:
     ).derive(master)
 
 
+SITE_SEAL_ID = "site"
+_SEAL_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+SEAL_PREFIX = "seal-"
+
+
+@dataclass(frozen=True)
+class SealKey:
+    """A key that seals mapping rows (AES-GCM of the original, keyed lookup hash), by id.
+
+    Rotation applies to these, never to the pseudonym/UID/date keys: a pseudonym is an HMAC of
+    the original under the pseudonym key, so rotating that key would give an existing patient a
+    new pseudonym and break linkage. What a leaked database plus an old sealing key can open is
+    bounded by rotating and re-keying (``deidgate keys rotate|rekey``)."""
+
+    key_id: str
+    encryption: bytes = field(repr=False)
+    lookup: bytes = field(repr=False)
+    fingerprint: str = ""
+
+    @classmethod
+    def from_raw(cls, key_id: str, raw: bytes) -> SealKey:
+        check_seal_id(key_id)
+        _check(raw, f"(sealing key {key_id})")
+        return cls(key_id, _derive(raw, "seal-encryption"), _derive(raw, "seal-lookup"),
+                   hashlib.sha256(_derive(raw, "seal-fingerprint")).hexdigest()[:16])
+
+
+def check_seal_id(key_id: str) -> str:
+    if not _SEAL_ID.match(key_id):
+        raise SiteKeyError(f"sealing key id {key_id!r} is not 1-32 of a-z, 0-9 and '-'")
+    return key_id
+
+
+def seal_key_path(keys_dir: Path, key_id: str) -> Path:
+    return keys_dir / f"{SEAL_PREFIX}{check_seal_id(key_id)}.key"
+
+
+def load_seal_keys(keys_dir: Path) -> tuple[SealKey, ...]:
+    """Every ``seal-<id>.key`` in ``keys_dir`` (permissions checked like the site key)."""
+    if not keys_dir.is_dir():
+        return ()
+    out = []
+    for path in sorted(keys_dir.glob(f"{SEAL_PREFIX}*.key")):
+        key_id = path.name[len(SEAL_PREFIX):-len(".key")]
+        if key_id == SITE_SEAL_ID:
+            raise SiteKeyError(f"{path}: the id {SITE_SEAL_ID!r} is the site key's own")
+        out.append(SealKey.from_raw(key_id, load_or_create(path, create=False)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class SiteKeys:
-    """Purpose-bound keys; one derivation per purpose so no output doubles as another's key."""
+    """Purpose-bound keys; one derivation per purpose so no output doubles as another's key.
+
+    ``seals``: the sealing keys of mapping rows by id; ``site`` (derived from the site key, the
+    key every row had before rotation existed) is always there."""
 
     pseudonym: bytes = field(repr=False)
     uid: bytes = field(repr=False)
@@ -141,6 +196,26 @@ class SiteKeys:
     lookup: bytes = field(repr=False)
     web: bytes = field(repr=False)  # web UI session cookies and CSRF tokens (service.web)
     fingerprint: str = ""
+    # not hashed or compared: the pseudonym keys identify a SiteKeys (an engine cache key)
+    seals: Mapping[str, SealKey] = field(default_factory=dict, repr=False, hash=False,
+                                         compare=False)
+
+    def seal(self, key_id: str) -> SealKey:
+        """The sealing key ``key_id``; a clear error when this host does not hold it."""
+        if key_id == SITE_SEAL_ID:
+            return SealKey(SITE_SEAL_ID, self.encryption, self.lookup, self.fingerprint)
+        try:
+            return self.seals[key_id]
+        except KeyError:
+            raise SiteKeyError(
+                f"sealing key {key_id!r} is not in this host's keys folder; copy "
+                f"{SEAL_PREFIX}{key_id}.key there (0600) from the host that created it") from None
+
+    def all_seals(self) -> list[SealKey]:
+        return [self.seal(SITE_SEAL_ID), *self.seals.values()]
+
+    def with_seals(self, seals: Iterable[SealKey]) -> SiteKeys:
+        return replace(self, seals={s.key_id: s for s in seals})
 
     @classmethod
     def from_master(cls, master: bytes) -> SiteKeys:
@@ -160,13 +235,34 @@ class SiteKeys:
         return cls.from_master(load_or_create(path, create=create))
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> SiteKeys:
-        """The site keys, generated only at the default location: a key file named in the
-        settings must exist, or a fresh key there would silently start a second pseudonym space."""
-        return cls.load(settings.site_key_path, create=settings.key_file is None)
+    def for_settings(cls, settings: Settings, *, create: bool | None = None) -> SiteKeys:
+        """The site keys and this host's sealing keys.
+
+        The site key comes from the environment secret ``DEIDGATE_SITE_KEY`` (hex) when set,
+        else from the key file, generated only at the default location: a key file named in the
+        settings must exist, or a fresh key there would silently start a second pseudonym space.
+        Every key file is refused when group or others may read it."""
+        if settings.site_key is not None:
+            site = cls.from_master(site_master(settings))
+        else:
+            site = cls.load(settings.site_key_path,
+                            create=settings.key_file is None if create is None else create)
+        return site.with_seals(load_seal_keys(settings.seal_keys_dir))
 
     def __repr__(self) -> str:
         return f"SiteKeys(fingerprint={self.fingerprint!r})"
+
+
+def site_master(settings: Settings) -> bytes:
+    """The site key itself (for ``deidgate backup``): the environment secret or the file."""
+    if settings.site_key is not None:
+        text = settings.site_key.get_secret_value().strip()
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raise SiteKeyError("DEIDGATE_SITE_KEY must be hex (64 or more digits)") from None
+        return _check(raw, "DEIDGATE_SITE_KEY")
+    return load_or_create(settings.site_key_path, create=False)
 
 
 def hmac_sha256(key: bytes, *parts: str) -> bytes:

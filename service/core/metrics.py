@@ -49,7 +49,8 @@ REASONS = frozenset({
     # service.core.errors and the error classes across service/ and workers/
     "error", "configuration", "policy-invalid", "site-key", "rejected", "not-dicom",
     "truncated", "unsupported-sop-class", "policy-refused", "pixel-refused", "retryable",
-    "dead-lettered", "pseudonym-collision", "lookup-refused", "mapping-integrity",
+    "dead-lettered", "pseudonym-collision", "lookup-refused", "mapping-integrity", "backup",
+    "exam-unknown", "thumbnail-unavailable", "model-registry", "accession-unknown", "cancelled",
     "token", "token-not-found", "invalid-token", "token-name", "token-role", "account",
     "account-not-found", "account-name", "account-password", "account-role",
     "job-not-found", "invalid-job-request", "dicom-invalid-setting", "pacs-error",
@@ -219,12 +220,92 @@ def reset_dir(settings: Settings) -> Path:
 
 
 def configure(settings: Settings, *, nodes: Iterable[str] = ()) -> Metrics:
-    """This process's metrics, written to the shared folder (see the module docstring)."""
+    """This process's metrics, written to the shared folder (see the module docstring), and
+    installed as the process's ``current()`` (this host's node name declared with ``nodes``)."""
+    global _current, _node, _configured
+    from service.core.queues import node_name
+
     path = metrics_dir(settings)
+    with _current_lock:
+        if _current is not None and _configured == (os.getpid(), path):
+            _current.declare_nodes(nodes)  # configured already (start_process): the same one
+            return _current
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)  # the library's switch; children inherit
     values.ValueClass = values.MultiProcessValue()
-    return Metrics(registry=None, nodes=nodes)
+    with _current_lock:
+        _unregister(_current)
+        _node = node_name(settings)
+        _current = Metrics(registry=None, nodes=[_node, *nodes])
+        _configured = (os.getpid(), path)
+        return _current
+
+
+# --- the process's metrics, for code that records (no PHI in any argument) -------------------
+
+_current: Metrics | None = None
+_configured: tuple[int, Path] | None = None
+_node = "local"
+_current_lock = threading.Lock()
+
+
+def _unregister(m: Metrics | None) -> None:
+    """Drop an earlier instance's metrics from the default registry (a process configured
+    twice, as tests do), which would otherwise refuse the second set's names."""
+    if m is None:
+        return
+    from prometheus_client import REGISTRY
+    from prometheus_client.metrics import MetricWrapperBase
+
+    for metric in vars(m).values():
+        if isinstance(metric, MetricWrapperBase):
+            with contextlib.suppress(KeyError):
+                REGISTRY.unregister(metric)
+
+
+def current() -> Metrics:
+    """This process's metrics: the configured ones, else in-memory ones (a process that never
+    called ``configure`` records into nothing anyone scrapes, and never fails for it)."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Metrics(registry=CollectorRegistry(), nodes=[_node])
+        return _current
+
+
+def local_node() -> str:
+    return _node
+
+
+def count_received(n: int = 1, node: str | None = None) -> None:
+    current().instance_received(node or _node, n)
+
+
+def count_deidentified(n: int = 1, node: str | None = None) -> None:
+    current().instance_deidentified(node or _node, n)
+
+
+def count_refused(stage: str, reason: str) -> None:
+    current().instance_refused(stage, reason)
+
+
+def count_failed(stage: str, reason: str) -> None:
+    current().instance_failed(stage, reason)
+
+
+def time_stage(stage: str) -> contextlib.AbstractContextManager[None]:
+    """``with metrics.time_stage("deidentify"): ...``"""
+    return current().time_stage(stage)
+
+
+def observe_inference(seconds: float, device: str = "cpu") -> None:
+    """Model inference latency of one exam (the scoring worker calls this)."""
+    current().observe_inference(seconds, device)
+
+
+def count_score(category: str, score: float) -> None:
+    """One exam scored: its category and score (``likely-normal|standard|priority``)."""
+    current().observe_score(category, score)
 
 
 class QueueDepths(Collector):

@@ -14,6 +14,7 @@ after the request, is recorded in ``dicom_association_attempts`` with its PHI-fr
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import socketserver
@@ -26,7 +27,8 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
-from service.core import logs
+from service.audit import atna_events, atna_export
+from service.core import logs, metrics
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.db.models.dicom import AssociationAttempt
@@ -271,6 +273,8 @@ class Listener(Serving):
             (evt.EVT_SOP_COMMON, _storage_service_for_unknown),
             (evt.EVT_C_STORE, self.sink.handle_store),
             (evt.EVT_C_ECHO, lambda event: 0x0000),
+            (evt.EVT_RELEASED, self.sink.association_ended),
+            (evt.EVT_ABORTED, self.sink.association_ended),
             *(self.stream.handlers() if self.stream is not None else []),
         ]
         c = self.config
@@ -370,6 +374,11 @@ class Listener(Serving):
                                          peer_host=peer[:255], reason=reason[:64]))
         except Exception as exc:
             log.error("could not record a rejected association (%s)", logs.failure(exc))
+        # every refusal (allow-list or TLS) is counted and goes to the SIEM, PHI-free
+        metrics.current().association_refused(reason[:64])
+        atna_export.send(functools.partial(
+            atna_events.association_refused, calling_ae=calling[:16], peer_host=peer,
+            reason=reason[:64]))
 
     def _record_refusal(self, refusal: Refusal) -> None:
         """A TLS refusal: in the handshake (no AE titles known yet) or after the request."""

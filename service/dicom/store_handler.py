@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from service.core import logs
+from service.audit.atna_export import AssociationTally
+from service.core import logs, metrics
 from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.session import get_sessionmaker
@@ -52,6 +53,14 @@ class StoreSink:
         self.spool = spool
         self.on_stored = on_stored
         self._sessions = get_sessionmaker(db_url)
+        self.tally = AssociationTally()  # ATNA: instances received, per association and study
+
+    def association_ended(self, event: Any) -> None:
+        """EVT_RELEASED / EVT_ABORTED: one ATNA Instances Transferred message per study."""
+        try:
+            self.tally.ended(event.assoc, ok=event.event.name != "EVT_ABORTED")
+        except Exception as exc:  # auditing must never break an association's end
+            log.error("ATNA tally failed at association end (%s)", logs.failure(exc))
 
     def handle_store(self, event: Any) -> int:
         """pynetdicom EVT_C_STORE handler; returns the precise DIMSE status."""
@@ -129,6 +138,11 @@ class StoreSink:
             self.spool.discard(path)
             log.warning("refused C-STORE from %s: database unavailable", calling)
             return OUT_OF_RESOURCES
+        metrics.count_received()
+        if getattr(event.assoc, "is_acceptor", False):  # C-GET: audited as a retrieval
+            self.tally.add(event.assoc, calling_ae=calling,
+                           peer_host=str(event.assoc.requestor.address),
+                           study_key=row.study_key, sop_class=sop_class)
         if self.on_stored is not None:
             try:
                 self.on_stored(row.id)

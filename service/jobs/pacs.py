@@ -17,6 +17,7 @@ from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from service.audit import atna_events, atna_export
 from service.core.config import Settings
 from service.core.errors import Retryable
 from service.core.keys import SiteKeys
@@ -25,7 +26,7 @@ from service.dicom import admin
 from service.dicom.find import SeriesFilter, StudyMatch, find_studies
 from service.dicom.leases import Leases
 from service.dicom.pull import PullContext, RetryPolicy, retrieve_study
-from service.dicom.scu import node_tls, tls_failure
+from service.dicom.scu import PacsError, node_tls, tls_failure
 from service.dicom.tls import DicomTlsFiles
 from service.jobs.transitions import FoundStudy
 
@@ -55,16 +56,30 @@ def _node(settings: Settings, name: str) -> tuple[admin.NodeConfig, str]:
 def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundStudy]:
     """C-FIND through the DICOM area's SCU (study, series or instance level counts)."""
     node, local = _node(settings, pacs)
+    keywords = sorted(str(k) for k in request)  # ATNA gets the keys asked, never the values
+
+    def audit(matches: int, reason: str | None) -> None:
+        atna_export.send(lambda src: atna_events.query(
+            src, node_ae=node.ae_title, node_host=node.host, level="STUDY", keys=keywords,
+            matches=matches, ok=reason is None, reason=reason))
+
     # a PacsError marked permanent goes up as it is: the base task fails the job with it
-    found = find_studies(node, request, local_ae=local, keys=SiteKeys.for_settings(settings),
-                         tls_files=DicomTlsFiles.from_settings(settings))
+    try:
+        found = find_studies(node, request, local_ae=local,
+                             keys=SiteKeys.for_settings(settings),
+                             tls_files=DicomTlsFiles.from_settings(settings))
+    except PacsError as exc:
+        audit(0, exc.code)
+        raise
+    audit(len(found), None)
     return [FoundStudy(study_uid=f.study_uid, expected=f.expected) for f in found]
 
 
 def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None, *,
              attempt: int, retry: RetryPolicy | None = None,
              series_filter: SeriesFilter | None = None,
-             should_stop: Callable[[], bool] | None = None) -> RetrieveOutcome:
+             should_stop: Callable[[], bool] | None = None,
+             job: str | None = None) -> RetrieveOutcome:
     """One attempt at pulling one study to our listener; the DICOM area decides completeness
     and asks only for what is missing. It never raises for PACS failures: a report that is
     neither complete nor worth another attempt is a failed study. ``series_filter``: move only
@@ -73,8 +88,17 @@ def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None
     node, _ = _node(settings, pacs)
     ctx = dataclasses.replace(PullContext.for_settings(settings, node), should_stop=should_stop)
     study = StudyMatch.known(study_uid, ctx.keys, expected)
+    atna_export.send(lambda src: atna_events.retrieve_started(
+        src, node_ae=node.ae_title, node_host=node.host, study_key=study.study_key,
+        job=job or "-"))
     rep = retrieve_study(node, study, ctx, attempt=attempt, retry=retry,
                          series_filter=series_filter)
+    if rep.status != "retry":  # the final word on this study: complete or failed
+        atna_export.send(lambda src: atna_events.retrieved(
+            src, node_ae=node.ae_title, node_host=node.host, study_key=study.study_key,
+            job=job or "-", sop_classes={}, ok=rep.complete,
+            reason=None if rep.complete else f"{rep.reason or 'incomplete'}: received "
+            f"{rep.received} of {rep.expected if rep.expected is not None else '?'}"))
     reason = None if rep.complete else (
         f"{rep.reason or 'incomplete'}: {rep.detail}" if rep.detail else rep.reason)
     return RetrieveOutcome(complete=rep.complete, reason=reason, expected=rep.expected,
@@ -88,10 +112,20 @@ def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
     if not paths:
         return 0
     node, local = _node(settings, destination)
+    headers = [dcmread(p, stop_before_pixels=True) for p in paths]  # de-identified copies
+    counts: dict[str, int] = {}
     classes: dict[str, set[str]] = {}  # SOP class -> the transfer syntaxes of its files
-    for p in paths:
-        ds = dcmread(p, stop_before_pixels=True)
-        classes.setdefault(str(ds.SOPClassUID), set()).add(str(ds.file_meta.TransferSyntaxUID))
+    for h in headers:
+        counts[str(h.SOPClassUID)] = counts.get(str(h.SOPClassUID), 0) + 1
+        classes.setdefault(str(h.SOPClassUID), set()).add(str(h.file_meta.TransferSyntaxUID))
+
+    def audit(ok: bool, reason: str | None) -> None:
+        atna_export.send(lambda src: atna_events.forwarded(
+            src, dest_ae=node.ae_title, dest_host=node.host,
+            study_uid=str(headers[0].StudyInstanceUID),
+            patient_pseudonym=str(headers[0].get("PatientID", "")) or None,
+            sop_classes=counts, ok=ok, reason=reason))
+
     # a node that needs TLS we cannot speak is a permanent PacsError (tls-not-configured)
     tls = node_tls(node, local, DicomTlsFiles.from_settings(settings))
     ae = AE(ae_title=local)
@@ -109,7 +143,9 @@ def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
                          tls_args=tls.tls_args if tls is not None else None)
     if not assoc.is_established:
         if tls is not None and tls.refusal is not None:  # permanent: a certificate to fix
+            audit(False, tls.refusal.value)
             raise tls_failure(node, tls.refusal)
+        audit(False, "destination-unavailable")
         raise Retryable(f"destination {node.name} did not accept an association",
                         code="destination-unavailable")
     sent = 0
@@ -117,9 +153,11 @@ def forward(settings: Settings, destination: str, paths: list[Path]) -> int:
         for p in paths:
             st = assoc.send_c_store(p)
             if st is None or st.Status not in STORED:
+                audit(False, "destination-store-failed")
                 raise Retryable(f"destination {node.name} refused an instance",
                                 code="destination-store-failed")
             sent += 1
+        audit(True, None)
     finally:
         assoc.release()
     return sent

@@ -14,6 +14,8 @@ from service.core.config import Settings
 from service.core.security import Role, create_token
 from service.db.session import session_scope
 
+HTTPS = "https://testserver"  # plain HTTP is refused outside development
+
 
 @pytest.fixture()
 def app(settings: Settings, migrated_db: str) -> FastAPI:
@@ -23,7 +25,7 @@ def app(settings: Settings, migrated_db: str) -> FastAPI:
 @pytest.fixture()
 def client(app: FastAPI) -> Iterator[TestClient]:
     # Server errors must come back as responses (to check their bodies), not as exceptions.
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url=HTTPS, raise_server_exceptions=False) as c:
         yield c
 
 

@@ -177,7 +177,8 @@ def main() -> None:
     p.add_argument("--db", required=True)
     p.add_argument("--port", type=int, required=True)
     a = p.parse_args()
-    settings = Settings(home=a.home, database_url=a.db)
+    # development: schemathesis speaks plain HTTP to loopback (HTTPS is tested in tests/security)
+    settings = Settings(home=a.home, database_url=a.db, environment="development")
     uvicorn.run(create_app(settings), host="127.0.0.1", port=a.port, log_level="warning",
                 access_log=False)
 

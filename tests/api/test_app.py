@@ -15,6 +15,8 @@ from service.core.security import Role, create_token
 from service.db.migrate import upgrade
 from service.db.session import session_scope
 
+HTTPS = "https://testserver"  # plain HTTP is refused outside development
+
 
 def test_import_builds_no_engine_settings_or_keys() -> None:
     code = (
@@ -43,6 +45,6 @@ def test_two_apps_two_databases(tmp_path: Path) -> None:
     with session_scope(apps[0][0].db_url) as sess:
         token = create_token(sess, role=Role.staff, name="only-in-a").token
     h = {"Authorization": f"Bearer {token}"}
-    with TestClient(apps[0][1]) as a, TestClient(apps[1][1]) as b:
+    with TestClient(apps[0][1], base_url=HTTPS) as a, TestClient(apps[1][1], base_url=HTTPS) as b:
         assert a.get("/api/v1/auth/me", headers=h).json()["name"] == "only-in-a"
         assert b.get("/api/v1/auth/me", headers=h).status_code == 401

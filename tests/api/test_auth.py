@@ -19,6 +19,8 @@ from service.db.models.auth import ApiToken
 from service.db.session import get_engine, session_scope
 from tests.api.conftest import bearer
 
+HTTPS = "https://testserver"  # plain HTTP is refused outside development
+
 ME = "/api/v1/auth/me"
 
 
@@ -135,7 +137,7 @@ def test_cli_create_list_revoke(settings: Settings, migrated_db: str) -> None:
 
     from service.api.app import create_app
 
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=HTTPS) as client:
         assert client.get(ME, headers=bearer(token)).json()["role"] == "service"
         with session_scope(migrated_db) as s:
             tid = s.query(ApiToken).filter_by(name="etl").one().id

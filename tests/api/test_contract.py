@@ -33,6 +33,8 @@ from service.jobs.schemas import JobRequest
 from tests.api.conftest import bearer
 from tests.api.test_role_matrix import PATH_VALUES
 
+HTTPS = "https://testserver"  # plain HTTP is refused outside development
+
 OPENAPI = "/api/v1/openapi.json"
 # Path values that break every path parameter's pattern or type.
 BAD_PATH = {"job_id": "bad^id", "dead_letter_id": "x", "pseudonym": "bad^p", "name": "-bad",
@@ -96,7 +98,7 @@ def test_database_down_is_a_documented_503(
 ) -> None:
     gone = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path}/no/such/dir/db"})
     app = create_app(gone)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, base_url=HTTPS, raise_server_exceptions=False) as client:
         doc = client.get(OPENAPI).json()
         for method, path in _operations(app, doc):
             r = client.request(method, _url(path, PATH_VALUES), headers=bearer(tokens[Role.admin]))

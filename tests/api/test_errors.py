@@ -15,6 +15,8 @@ from service.core.config import Settings
 from service.core.security import Role
 from tests.api.conftest import bearer
 
+HTTPS = "https://testserver"  # plain HTTP is refused outside development
+
 # Look like PHI so any echo is caught: a name, a Norwegian national ID, an accession number.
 PHI = ["HANSEN^KARI", "01017012345", "ACC99887766554433", "1.2.826.0.1.3680043.99.123456"]
 
@@ -139,7 +141,7 @@ def test_missing_configured_site_key_is_503_and_not_created(
 ) -> None:
     absent = tmp_path / "elsewhere" / "site.key"
     app = create_app(settings.model_copy(update={"key_file": absent}))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=HTTPS) as client:
         r = client.get("/api/v1/audit/chain", headers=bearer(tokens[Role.admin]))
     msg = _error(r, 503, "site-key")
     assert "server log" in msg and str(absent) not in r.text

@@ -22,7 +22,7 @@ from tests.api.conftest import bearer
 
 A, S, AU, SV = Role.admin, Role.staff, Role.auditor, Role.service
 ALL = frozenset(Role)
-PUBLIC = {("GET", "/api/v1/health")}
+PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/ready")}
 
 EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/v1/auth/me"): ALL,

@@ -81,7 +81,7 @@ def test_the_ceiling_puts_the_longest_wait_first(
     from service.api.app import create_app
 
     app = create_app(settings.model_copy(update={"triage_max_wait_minutes": 238}))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="https://testserver") as c:  # plain HTTP is refused
         body = _get(c, tokens[Role.staff], f"?as_of={AS_OF}")
     # 101 and 103 have waited 240 and 239 minutes: over 238, first, longest wait first
     assert [i["exam"] for i in body["items"]][:3] == ["2.25.101", "2.25.103", "2.25.104"]

@@ -48,7 +48,7 @@ def test_db_upgrade_from_empty_and_current(cli, db_url: str) -> None:  # type: i
     assert res.exit_code == 1 and "(empty)" in res.output
     res = cli("db", "upgrade")
     assert res.exit_code == 0, res.output
-    assert "0002_audit" in res.output
+    assert "0011_mapping_key_id" in res.output
     res = cli("db", "current")
     assert res.exit_code == 0 and "up to date" in res.output
     assert cli("db", "upgrade").exit_code == 0  # idempotent

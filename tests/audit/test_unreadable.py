@@ -25,6 +25,8 @@ from service.core.security import Role, create_token
 from service.db.session import session_scope
 from tests.audit.util import store_unreadable, store_unreadable_head
 
+HTTPS = "https://testserver"  # plain HTTP is refused outside development
+
 ROOT = Path(__file__).resolve().parents[2]
 N, BAD = 5, 3
 COLUMNS = ("seq", "at", "kind", "actor", "details", "prev_hash", "hash")
@@ -61,7 +63,7 @@ def cli(home: Path, settings: Settings) -> Callable[..., Any]:
 def api(settings: Settings, filled: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
     with session_scope(filled) as s:
         token = create_token(s, role=Role.auditor, name="unreadable-auditor").token
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings), base_url=HTTPS, raise_server_exceptions=False) as c:
         yield c, {"Authorization": f"Bearer {token}"}
 
 

@@ -26,7 +26,8 @@ def _triggers(url: str) -> set[str]:
 def test_upgrade_from_empty_creates_the_audit_schema(db_url: str) -> None:
     assert current_heads(db_url) == set()
     upgrade(db_url)
-    assert "0002_audit" in current_heads(db_url) and current_heads(db_url) == script_heads(db_url)
+    assert "0011_mapping_key_id" in current_heads(db_url)
+    assert current_heads(db_url) == script_heads(db_url)
     assert set(inspect(get_engine(db_url)).get_table_names()) >= TABLES
     with get_engine(db_url).connect() as c:
         assert c.execute(text("SELECT id, seq, hash FROM audit_chain_head")).all() == [
@@ -36,6 +37,11 @@ def test_upgrade_from_empty_creates_the_audit_schema(db_url: str) -> None:
 
 def test_audit_branch_downgrades_alone(migrated_db: str) -> None:
     cfg = alembic_config(migrated_db)
+    with get_engine(migrated_db).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "audit@-1")  # 0011_mapping_key_id: back to 0002_audit
+    assert "0002_audit" in current_heads(migrated_db)
+    assert len(_triggers(migrated_db)) >= 3  # the full "no update" trigger is back
     with get_engine(migrated_db).begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "audit@-1")

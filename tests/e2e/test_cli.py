@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -62,15 +63,19 @@ def test_demo_on_a_fresh_data_folder(tmp_path: Path) -> None:
 
 
 def test_serve_starts_everything_and_stops_on_sigterm(tmp_path: Path) -> None:
-    api_port, dicom_port = free_port(), free_port()
+    api_port, dicom_port, health_port = free_port(), free_port(), free_port()
     env = _env(tmp_path / "data", DEIDGATE_API_PORT=str(api_port),
-               DEIDGATE_DICOM_PORT=str(dicom_port), DEIDGATE_DICOM_HOST="127.0.0.1")
+               DEIDGATE_DICOM_PORT=str(dicom_port), DEIDGATE_DICOM_HOST="127.0.0.1",
+               DEIDGATE_API_HEALTH_PORT=str(health_port))
     proc = subprocess.Popen([*CLI, "serve", "--concurrency", "1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         wait_port(api_port, timeout=60)
         wait_port(dicom_port, timeout=30)
-        r = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/jobs", timeout=10)
+        # production default: HTTPS under the certificate `serve` generated for this host
+        ca = ssl.create_default_context(
+            cafile=str(tmp_path / "data" / "tls" / "self-signed.crt"))
+        r = httpx.get(f"https://127.0.0.1:{api_port}/api/v1/jobs", timeout=10, verify=ca)
         assert r.status_code == 401  # the API is up and refuses the unauthenticated
         time.sleep(2)  # let the worker finish starting
         proc.send_signal(signal.SIGTERM)
@@ -82,7 +87,7 @@ def test_serve_starts_everything_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, text[-3000:]
     assert "stopped" in text
     # nothing left listening, no worker left behind
-    for port in (api_port, dicom_port):
+    for port in (api_port, dicom_port, health_port):
         with pytest.raises(OSError):
             wait_port(port, timeout=0.5)
     assert _processes_with_home(tmp_path / "data") == []

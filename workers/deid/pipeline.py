@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from service.audit.instance_actions import record_instance_actions
 from service.audit.store import AuditStore
+from service.core import metrics
 from service.core.errors import Rejected, Retryable
 from service.core.fsync import fsync_dir, move_durably
 from service.core.keys import SiteKeys
@@ -112,6 +113,30 @@ def process_instance(
     on_commit: OnCommit | None = None,
 ) -> InstanceResult:
     """De-identify ``src`` and commit its mappings; see the module docstring for the order."""
+    with metrics.time_stage("deidentify"):
+        result = _process(src, deidentifier=deidentifier, db_url=db_url, keys=keys,
+                          out_root=out_root, quarantine=quarantine, source=source,
+                          job_id=job_id, delete_source=delete_source, on_commit=on_commit)
+    if result.status == "written":
+        metrics.count_deidentified()
+    else:
+        metrics.count_refused("deidentify", result.reason_code or "rejected")
+    return result
+
+
+def _process(
+    src: Path,
+    *,
+    deidentifier: Deidentifier,
+    db_url: str,
+    keys: SiteKeys,
+    out_root: Path,
+    quarantine: Path | None,
+    source: str,
+    job_id: str | None,
+    delete_source: bool,
+    on_commit: OnCommit | None,
+) -> InstanceResult:
     try:
         outcome = deidentifier.deidentify(src)
     except Rejected as exc:

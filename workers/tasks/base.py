@@ -22,29 +22,50 @@ from __future__ import annotations
 
 import logging
 import random
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Retry
 from sqlalchemy.orm import Session
 
+from service.core import jsonlog, metrics
 from service.core.config import Settings
 from service.core.errors import DeidgateError, Outcome, Rejected, error_code, outcome_of
 from service.core.keys import SiteKeys
-from service.core.queues import TaskName
+from service.core.queues import TaskName, node_name
 from service.db.session import get_sessionmaker, session_scope
 from service.jobs.recovery import dead_letter
 
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=4)
-def site_keys(path: Path) -> SiteKeys:
+# a task's stage label in deidgate_instances_failed_total
+STAGES = {TaskName.RESOLVE_JOB.value: "resolve", TaskName.RETRIEVE_STUDY.value: "retrieve",
+          TaskName.DEIDENTIFY_INSTANCE.value: "deidentify",
+          TaskName.FORWARD_STUDY.value: "forward", TaskName.SWEEP.value: "sweep"}
+
+_KEYS: dict[tuple[object, ...], SiteKeys] = {}
+
+
+def site_keys(settings: Settings) -> SiteKeys:
     """Workers never generate a key: a worker host without the site's key would otherwise
-    start a second pseudonym space. `serve`, `listen` or any CLI command creates it first."""
-    return SiteKeys.load(path, create=False)
+    start a second pseudonym space. `serve`, `listen` or any CLI command creates it first.
+
+    Cached per process; re-read when the sealing keys folder changes (a rotated key copied
+    there is picked up without a restart)."""
+    folder = settings.seal_keys_dir
+    try:
+        stamp = folder.stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    secret = settings.site_key.get_secret_value() if settings.site_key is not None else None
+    cache_key = (secret, settings.site_key_path, folder, stamp)
+    keys = _KEYS.get(cache_key)
+    if keys is None:
+        keys = SiteKeys.for_settings(settings, create=False)
+        _KEYS.clear()
+        _KEYS[cache_key] = keys
+    return keys
 
 
 def safe_reason(exc: BaseException) -> str:
@@ -68,12 +89,17 @@ class DeidgateTask(Task):
 
     @property
     def keys(self) -> SiteKeys:
-        return site_keys(self.settings.site_key_path)
+        return site_keys(self.settings)
 
     def session(self) -> Session:
         return get_sessionmaker(self.settings.db_url)()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # every line this task logs names the task and the node (JSON logs: service.core.jsonlog)
+        with jsonlog.log_context(task=self.name, node=node_name(self.settings)):
+            return self._call(*args, **kwargs)
+
+    def _call(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return self.run(*args, **kwargs)
         except Retry:
@@ -88,6 +114,7 @@ class DeidgateTask(Task):
             self.on_refused(args, exc)
             return {"status": "refused", "code": exc.code}
         reason = safe_reason(exc)
+        metrics.count_failed(STAGES.get(self.name, "other"), metrics.reason_of(exc))
         self.release(args)
         tries = self.request.retries
         if decided is Outcome.FAIL:

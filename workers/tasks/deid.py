@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.core.errors import Rejected
+from service.core.keys import SiteKeys
 from service.core.queues import TaskName, node_name
 from service.db.models.dicom import ReceivedInstance
 from service.db.models.jobs import Job, JobInstance, JobStudy
@@ -30,13 +31,13 @@ from service.jobs.transitions import (
     release_instance,
 )
 from workers.deid.pipeline import InstanceResult, process_instance
-from workers.tasks.base import DeidgateTask, site_keys
+from workers.tasks.base import DeidgateTask
 from workers.tasks.completion import after_instance
 
 log = logging.getLogger(__name__)
 
 
-def deidentifier(policy: str, key_path: Path, project: str) -> Any:
+def deidentifier(policy: str, keys: SiteKeys, project: str) -> Any:
     """One engine per policy version per pool process (loaded once, kept warm).
 
     Keyed by the policy files' content hash, read on every call (a few kilobytes): a policy
@@ -44,15 +45,15 @@ def deidentifier(policy: str, key_path: Path, project: str) -> Any:
     submission already sees it; a name alone would keep the old rules until a restart."""
     from workers.deid.policy import policy_fingerprint
 
-    return _deidentifier(policy, policy_fingerprint(policy), key_path, project)
+    return _deidentifier(policy, policy_fingerprint(policy), keys, project)
 
 
 @lru_cache(maxsize=16)
-def _deidentifier(policy: str, fingerprint: str, key_path: Path, project: str) -> Any:
+def _deidentifier(policy: str, fingerprint: str, keys: SiteKeys, project: str) -> Any:
     from workers.deid.engine import Deidentifier  # the engine's imports are heavy: first use
     from workers.deid.policy import load_policy
 
-    return Deidentifier(load_policy(policy), site_keys(key_path), project=project)
+    return Deidentifier(load_policy(policy), keys, project=project)
 
 
 class DeidTask(DeidgateTask):
@@ -120,7 +121,7 @@ def deidentify_instance(self: DeidgateTask, instance_id: int) -> dict[str, Any]:
                                     else ReceivedStatus.REFUSED, reason=result.reason_code))
 
         result = process_instance(
-            src, deidentifier=deidentifier(policy, settings.site_key_path, settings.project),
+            src, deidentifier=deidentifier(policy, self.keys, settings.project),
             db_url=settings.db_url, keys=self.keys, out_root=settings.output_dir,
             quarantine=settings.quarantine_dir, source=source, job_id=job_id,
             delete_source=True, on_commit=on_commit,

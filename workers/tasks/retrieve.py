@@ -91,7 +91,7 @@ def retrieve_study(self: DeidgateTask, study_id: int) -> dict[str, Any]:
         source, expected, job_id, attempt = job.pacs, st.expected, job.id, st.attempts
         policy, modalities = job.policy, job.modalities
     outcome = pacs.retrieve(
-        settings, source, uid, expected, attempt=attempt,
+        settings, source, uid, expected, attempt=attempt, job=job_id,
         series_filter=series_filter(policy, modalities),
         should_stop=lambda: _cancelled(settings.db_url, study_id, job_id))
     if outcome.retry_in is not None:

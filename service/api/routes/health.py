@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -42,3 +43,29 @@ def health(request: Request, response: Response) -> Health:
     return Health(
         status="ok" if db == "ok" else "degraded", database=db, version=app_version()
     )
+
+
+@router.get(
+    "/ready", summary="Readiness: database migrated, broker, spool free space, model (public)",
+    responses={200: {"description": "every check passed"},
+               503: {"description": "a check failed; the body names it and why (a code)"}},
+)
+def ready(request: Request) -> JSONResponse:
+    """What a load balancer or orchestrator asks before sending work: each check returns a
+    code (``ok``, ``unreachable``, ``not-migrated``, ``low-space``, ``missing``, ``stale``...)
+    and numbers, never an exception's text."""
+    from service.core import health as checks
+    from service.core.queues import broker_options
+    from service.db.migrate import script_heads
+
+    settings = request.app.state.settings
+    url, options = broker_options(settings)
+    ok, body = checks.readiness([
+        checks.check_database(get_engine(settings.db_url),
+                              expected_heads=script_heads(settings.db_url)),
+        checks.check_broker(url, options),
+        checks.check_spool(settings.spool_dir, floor_bytes=settings.spool_free_floor_mb << 20),
+        checks.check_model(checks.model_status_path(settings),
+                           required=settings.ready_requires_model),
+    ])
+    return JSONResponse(body, status_code=200 if ok else 503)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Index,
     Integer,
@@ -50,6 +51,9 @@ class AuditMapping(Base):
     pseudonym: Mapped[str] = mapped_column(String(128))
     lookup_hash: Mapped[str] = mapped_column(String(64))
     original_ct: Mapped[bytes] = mapped_column(LargeBinary)  # 12-byte nonce || ciphertext+tag
+    # the sealing key of original_ct and lookup_hash (service.core.keys.SealKey); "site" for
+    # the rows sealed before rotation existed. Re-keying updates only these three columns.
+    key_id: Mapped[str] = mapped_column(String(32), default="site", server_default="site")
     patient_pseudonym: Mapped[str | None] = mapped_column(String(128), nullable=True)
     policy_name: Mapped[str] = mapped_column(String(128), default="")
     policy_version: Mapped[str] = mapped_column(String(64), default="")
@@ -79,6 +83,23 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class AuditSealKey(Base):
+    """The sealing keys the site has made, and which one new mapping rows use (one ``active``).
+
+    The key material stays in files (``seal-<id>.key``, 0600) on each host; this table makes
+    activation one switch for every host, and its fingerprint catches a different key file
+    under a known id before it seals anything."""
+
+    __tablename__ = "audit_seal_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(16), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          nullable=True)
+
+
 class AuditChainHead(Base):
     __tablename__ = "audit_chain_head"
 
@@ -87,4 +108,4 @@ class AuditChainHead(Base):
     hash: Mapped[str] = mapped_column(String(64), default=GENESIS_HASH)
 
 
-__all__ = ["GENESIS_HASH", "AuditChainHead", "AuditEvent", "AuditMapping"]
+__all__ = ["GENESIS_HASH", "AuditChainHead", "AuditEvent", "AuditMapping", "AuditSealKey"]
