@@ -43,6 +43,10 @@ def _write_views(settings: Settings, woman: int, *, drop: tuple[str, ...] = ()) 
         if f"{v.laterality}-{v.view}" in drop:
             continue
         ds = v.dataset
+        for kw in ("PatientBirthDate", "PatientSex", "StudyTime", "ReferringPhysicianName",
+                   "StudyID", "InstitutionName", "StationName", "DeviceSerialNumber"):
+            if kw in ds:  # as the de-identification policy leaves them: absent
+                delattr(ds, kw)
         p = (settings.output_dir / str(ds.PatientID) / str(ds.StudyInstanceUID)
              / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm")
         p.parent.mkdir(parents=True, exist_ok=True)
