@@ -132,6 +132,7 @@ def test_study_is_scored_into_result_worklist_and_sr(scoring: Settings,
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     ours = [e for e in sr.ContributingEquipmentSequence if e.Manufacturer == "deidgate"]
     assert ours and ours[0].DeviceUID == r.device_uid
+    assert sr.SeriesDescription == "Triage score, tiny 1"
     measured = {}
     for item in _walk(sr.ContentSequence):
         code = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item \
@@ -311,3 +312,21 @@ def test_cli_export_scores_and_compare_two_models(scoring: Settings, site_keys: 
     by_exam = {r["exam"]: float(r["score"]) for r in rows}
     for r in paired:  # re-scoring model A gives exactly its stored scores
         assert float(r["score_tiny-1"]) == by_exam[r["exam"]]
+
+
+def test_demo_model_sr_says_so_whole(tmp_path: Path) -> None:
+    """The 64-character Series Description keeps the whole demo notice."""
+    from workers.score.card import DEMO_NOTICE
+    from workers.score.sr import SrModel, SrView, build_sr
+
+    ex = make_lesion_exam(11, cancer=False, seed=0, rows=120, cols=98)
+    dss = [v.dataset for v in ex.views]
+    for ds in dss:
+        del ds.PatientBirthDate  # as after de-identification
+    sr = build_sr(dss, exam_score=0.2, category="likely-normal",
+                  views=[SrView(str(d.SOPInstanceUID), 0.2) for d in dss],
+                  model=SrModel("deidgate-demo", "1", "2.25.9", "b" * 64, True))
+    assert DEMO_NOTICE in sr.SeriesDescription
+    ours = [e for e in sr.ContributingEquipmentSequence if e.Manufacturer == "deidgate"]
+    assert DEMO_NOTICE in ours[0].ContributionDescription and ours[0].DeviceUID == "2.25.9"
+    assert sr.PatientBirthDate == ""

@@ -142,7 +142,9 @@ def build_sr(evidence: Sequence[Dataset], *, exam_score: float, category: str,
         evidence=list(evidence), content=report, series_instance_uid=series_uid,
         series_number=9901, sop_instance_uid=sop_uid, instance_number=1,
         manufacturer="deidgate", is_complete=True, is_final=False, is_verified=False,
-        series_description=f"Triage score, {label}"[:64],
+        # LO is 64 characters: the demo notice must survive whole, the name is in the equipment
+        series_description=(f"Triage score: {DEMO_NOTICE}" if model.demo
+                            else f"Triage score, {label}")[:64],
         contributing_equipment=[equipment],
     )
     return sr
