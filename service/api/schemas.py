@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     WithJsonSchema,
     field_validator,
 )
@@ -114,21 +115,99 @@ class _FromRows(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class WorklistItem(_FromRows):
-    rank: int = Field(description="1 = read first")
+class WorklistView(BaseModel):
+    """One scored view of an exam (pseudonymous UIDs)."""
+
+    sop: str = Field(description="pseudonymous SOPInstanceUID")
+    series: str = Field(description="pseudonymous SeriesInstanceUID")
+    laterality: str = Field(description="L or R")
+    view: str = Field(description="CC, MLO, ...")
+    score: float | None = Field(description="the view's model output")
+
+
+class _ExamFields(_FromRows):
     exam: str = Field(description="pseudonymous StudyInstanceUID")
     patient_pseudonym: str
     score: float = Field(description="model output; higher = more suspicious")
-    category: Category
+    category: Category = Field(description="by the model card's thresholds, as stored when scored")
+    model_name: str | None = Field(description="null for rows scored before results were kept")
     model_version: str
+    demo: bool = Field(description="true: synthetic demo model, not for clinical use")
+    views: list[WorklistView]
+    complete: bool | None = Field(description="the four standard views were present")
+    note: str | None = Field(description="e.g. scored with 3 of 4 views after the quiet period")
+    state: Literal["unread", "read"]
+    read_at: AwareDatetime | None
+    read_by: str | None = Field(description="who marked it read (principal name)")
+    arrived_at: AwareDatetime = Field(description="last view de-identified: waiting starts")
+    waiting_s: int = Field(description="seconds waited (until read, for a read exam)")
+    over_ceiling: bool = Field(description="unread and waiting longer than the maximum wait: "
+                               "ranked first whatever its score")
     scored_at: AwareDatetime
+
+
+class WorklistItem(_ExamFields):
+    rank: int = Field(description="1 = read first")
 
 
 class Worklist(BaseModel):
     total: int = Field(description="entries matching the filter, across all pages")
+    over_ceiling: int = Field(description="of those, exams waiting longer than the ceiling")
+    max_wait_minutes: int = Field(description="the ceiling (DEIDGATE_TRIAGE_MAX_WAIT_MINUTES)")
+    as_of: AwareDatetime = Field(description="the instant this page was ranked at; pass it back "
+                                 "as ?as_of= for the next page so pages never overlap or skip")
     limit: int
     offset: int
     items: list[WorklistItem]
+
+
+class ExamDetail(_ExamFields):
+    model_sha256: str | None
+    device_uid: str | None = Field(description="IHE AI Results Device UID of the model")
+    preprocessing_version: str | None
+    has_accession: bool = Field(description="an accession pseudonym is recorded (reveal works)")
+
+
+class ReadOut(BaseModel):
+    exam: str
+    state: Literal["read"]
+    read_at: AwareDatetime
+    read_by: str
+    already_read: bool = Field(description="someone had marked it read before (kept as it was)")
+
+
+def _must_confirm(value: bool) -> bool:
+    if value is not True:
+        raise ValueError("confirm must be true: the accession number is needed for the reason")
+    return value
+
+
+class RevealRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    reason: str = Field(
+        min_length=10,
+        max_length=500,
+        description="why the accession number is needed (clinical follow-up ticket); recorded "
+                    "verbatim in the audit log, so no names or identifiers",
+        json_schema_extra={"pattern": _TWO_WORDS.pattern},
+    )
+    confirm: Annotated[bool, Strict(), AfterValidator(_must_confirm),
+                       WithJsonSchema({"type": "boolean", "const": True})] = Field(
+        description="must be true: the caller confirms the need")
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_has_words(cls, v: str) -> str:
+        if not _TWO_WORDS.search(v):
+            raise ValueError("give a reason of at least two words (ticket, protocol, purpose)")
+        return v  # stripped by service.triage.actions.check_reason, after the same rule
+
+
+class RevealResult(BaseModel):
+    exam: str
+    accession_number: str = Field(description="the original AccessionNumber (on record)")
+    actor: str = Field(description="who this reveal was recorded against in the audit log")
 
 
 class MappingEntry(_FromRows):

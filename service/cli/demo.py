@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from service.cli.common import exit_for, fail, state
+from service.core import logs
 from service.core.config import Settings
 from service.core.errors import DeidgateError
 from service.db.states import JobState
@@ -58,7 +59,7 @@ def demo(
                                    "cached in the data folder on first use)")] = True,
 ) -> None:
     """Run the gateway against a sample PACS of synthetic exams, extract and score them all."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logs.install(level=logging.WARNING)  # the PHI filters on whatever writes lines
     # the server-less broker has no host name; kombu's warning about it is noise in a demo
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     from service.cli.common import stop_signals

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.api.app import create_app
 from service.api.deps import api_operations
-from service.api.schemas import AllowedIn, LocalAEUpdate, LookupRequest, NodeCreate
+from service.api.schemas import AllowedIn, LocalAEUpdate, LookupRequest, NodeCreate, RevealRequest
 from service.core.config import Settings
 from service.core.security import Role
 from service.jobs.schemas import JobRequest
@@ -36,7 +36,7 @@ from tests.api.test_role_matrix import PATH_VALUES
 OPENAPI = "/api/v1/openapi.json"
 # Path values that break every path parameter's pattern or type.
 BAD_PATH = {"job_id": "bad^id", "dead_letter_id": "x", "pseudonym": "bad^p", "name": "-bad",
-            "calling_ae": "A\\B"}
+            "calling_ae": "A\\B", "exam": "2.25.x"}
 
 
 @pytest.fixture()
@@ -236,6 +236,11 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, st.SearchStrategy[Any]]]] = 
         {"pseudonym": "PSN-0", "reason": "ticket 42, audit"},
         {"pseudonym": _TEXT, "reason": _TEXT | st.text(_CHARS, min_size=8, max_size=40)},
     ),
+    "RevealRequest": (
+        {"reason": "follow-up ticket 42", "confirm": True},
+        {"reason": _TEXT | st.text(_CHARS, min_size=8, max_size=40),
+         "confirm": st.sampled_from([True, False, None, "yes", 1])},
+    ),
 }
 
 
@@ -256,7 +261,7 @@ def _bodies() -> st.SearchStrategy[tuple[str, Any]]:
 
 MODELS: dict[str, type[BaseModel]] = {
     "JobRequest": JobRequest, "NodeCreate": NodeCreate, "LocalAEUpdate": LocalAEUpdate,
-    "AllowedIn": AllowedIn, "LookupRequest": LookupRequest,
+    "AllowedIn": AllowedIn, "LookupRequest": LookupRequest, "RevealRequest": RevealRequest,
 }
 
 

@@ -29,8 +29,8 @@ def test_openapi_lists_every_operation_with_bearer_auth(app: FastAPI, client: Te
 
 
 def test_no_phi_shaped_path_parameters(app: FastAPI) -> None:
-    """URLs carry job ids, pseudonyms, node names and AE titles only."""
-    allowed = {"job_id", "dead_letter_id", "pseudonym", "name", "calling_ae"}
+    """URLs carry job ids, pseudonyms, node names, AE titles and pseudonymous exam UIDs only."""
+    allowed = {"job_id", "dead_letter_id", "pseudonym", "name", "calling_ae", "exam"}
     for _, path, _ in api_operations(app):
         params = {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}
         assert params <= allowed, path

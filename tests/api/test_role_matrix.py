@@ -37,6 +37,9 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/v1/dead-letters/{dead_letter_id}/retry"): frozenset({SV, A}),
     # triage: the screening readers (and admins)
     ("GET", "/api/v1/triage/worklist"): frozenset({S, A}),
+    ("GET", "/api/v1/triage/exams/{exam}"): frozenset({S, A}),
+    ("POST", "/api/v1/triage/exams/{exam}/read"): frozenset({S, A}),
+    ("POST", "/api/v1/triage/exams/{exam}/reveal"): frozenset({S, A}),
     # DICOM edge administration: admins only
     ("GET", "/api/v1/admin/ae"): frozenset({A}),
     ("PATCH", "/api/v1/admin/ae"): frozenset({A}),
@@ -66,6 +69,7 @@ PATH_VALUES = {
     "pseudonym": "PSEUDONYM-THAT-DOES-NOT-EXIST",
     "name": "no-such-node",
     "calling_ae": "NOSUCHAE",
+    "exam": "2.25.999999999",
 }
 
 

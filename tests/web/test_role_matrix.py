@@ -25,6 +25,7 @@ A, S, AU, SV = Role.admin, Role.staff, Role.auditor, Role.service
 ALL = frozenset(Role)
 PUBLIC = {("GET", "/login"), ("POST", "/login")}
 ADMIN, AUDITOR, JOBS = frozenset({A}), frozenset({AU}), frozenset({A, SV})
+READERS = frozenset({S, A})
 
 EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/"): ALL,
@@ -55,9 +56,15 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/audit/chain"): AUDITOR,
     ("POST", "/audit/chain/verify"): AUDITOR,
     ("GET", "/audit/instances/{sop_instance_uid}"): AUDITOR,
+    ("GET", "/worklist"): READERS,
+    ("GET", "/worklist/{exam}"): READERS,
+    ("GET", "/worklist/{exam}/views/{sop}.png"): READERS,
+    ("POST", "/worklist/{exam}/read"): READERS,
+    ("POST", "/worklist/{exam}/reveal"): READERS,
 }
 # Harmless values: nothing exists under them, so admitted roles change nothing.
-PATH_VALUES = {"job_id": "0" * 32, "name": "no-such-node", "sop_instance_uid": "2.25.1"}
+PATH_VALUES = {"job_id": "0" * 32, "name": "no-such-node", "sop_instance_uid": "2.25.1",
+               "exam": "2.25.999", "sop": "2.25.998"}
 LAST = {("POST", "/logout")}  # ends the session: checked after everything else
 
 

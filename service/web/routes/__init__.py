@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.web.routes import admin, audit, auth, jobs
+from service.web.routes import admin, audit, auth, jobs, worklist
 
-ROUTERS: list[APIRouter] = [auth.router, jobs.router, admin.router, audit.router]
+ROUTERS: list[APIRouter] = [auth.router, jobs.router, admin.router, audit.router,
+                            worklist.router]
