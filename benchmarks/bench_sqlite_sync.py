@@ -64,7 +64,7 @@ def _received(url: str, n: int) -> list[float]:
     for _ in range(n):
         row = ReceivedInstance(sop_key=secrets.token_hex(32), series_key="s" * 64,
                                study_key="t" * 64, sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
-                               transfer_syntax="1.2.840.10008.1.2.1", spool_path="/x",
+                               transfer_syntax="1.2.840.10008.1.2.1", spool_path="/x", node="bench",
                                calling_ae="BENCH", size_bytes=1, status="received")
         t0 = time.perf_counter()
         with session_scope(url) as s:

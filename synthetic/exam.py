@@ -60,3 +60,73 @@ def fresh_exam(folder: Path, index: int = 0, *, study_date: str = "20260105",
     base = {"rows": 64, "cols": 48, "series_per_view": True}
     return write_exam(folder, identity=unique_identity(index, study_date=study_date),
                       **{**base, **changes})
+
+
+#: A vendor's own storage class (private root): what a PACS may hold next to the views.
+PRIVATE_STORAGE_CLASS = "1.3.6.1.4.1.55555.7.1.1"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+GSPS_STORAGE = "1.2.840.10008.5.1.4.1.1.11.1"
+
+
+def write_study_extras(folder: Path, exam: Exam) -> list[Path]:
+    """What else a screening study in a real PACS may hold, in the exam's own study (same
+    patient, accession and study UID), each in its own series: a misfiled CT image, a
+    Grayscale Softcopy Presentation State on the first view, and an object of a private SOP
+    class. The mammography policy retrieves none of them (not MG) or refuses them."""
+    import numpy as np
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    first = dcmread(exam.files[0], stop_before_pixels=True)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: list[Path] = []
+
+    def base(sop_class: str, modality: str, number: int) -> Dataset:
+        ds = Dataset()
+        ds.SpecificCharacterSet = first.get("SpecificCharacterSet", "ISO_IR 100")
+        for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                   "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
+                   "ReferringPhysicianName"):
+            if kw in first:
+                setattr(ds, kw, first.data_element(kw).value)  # type: ignore[union-attr]
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
+        ds.SeriesInstanceUID = generate_uid()
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, number, 1
+        ds.SeriesDate, ds.SeriesTime = first.StudyDate, first.StudyTime
+        return ds
+
+    ct = base(CT_IMAGE_STORAGE, "CT", 90)
+    ct.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ct.Rows = ct.Columns = 16
+    ct.SamplesPerPixel, ct.PhotometricInterpretation = 1, "MONOCHROME2"
+    ct.BitsAllocated, ct.BitsStored, ct.HighBit, ct.PixelRepresentation = 16, 12, 11, 0
+    ct.RescaleIntercept, ct.RescaleSlope = "-1024", "1"
+    ct.PixelData = np.full((16, 16), 1024, dtype="<u2").tobytes()
+
+    pr = base(GSPS_STORAGE, "PR", 91)
+    pr.ContentLabel, pr.ContentDescription = "ANNOTATION", "reader mark"
+    pr.PresentationCreationDate, pr.PresentationCreationTime = first.StudyDate, first.StudyTime
+    ref_img = Dataset()
+    ref_img.ReferencedSOPClassUID = first.SOPClassUID
+    ref_img.ReferencedSOPInstanceUID = first.SOPInstanceUID
+    ref_ser = Dataset()
+    ref_ser.SeriesInstanceUID = first.SeriesInstanceUID
+    ref_ser.ReferencedImageSequence = Sequence([ref_img])
+    pr.ReferencedSeriesSequence = Sequence([ref_ser])
+
+    vendor = base(PRIVATE_STORAGE_CLASS, "OT", 92)
+    vendor.add_new(0x00990010, "LO", "ACME VENDOR DATA")
+    vendor.add_new(0x00991001, "OB", b"\x01\x02" * 32)
+
+    for ds in (ct, pr, vendor):
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        path = folder / f"{ds.SOPInstanceUID}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        out.append(path)
+    return out

@@ -13,8 +13,9 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
+from service.core import logs
 from service.core.config import Settings, load_settings
 from service.core.queues import broker_options, celery_conf, deid_queue
 from workers.tasks.deid import deidentifier
@@ -78,6 +79,16 @@ def _sweeper(app: DeidgateCelery, stop: threading.Event) -> None:
 
 
 _stop = threading.Event()
+
+
+@setup_logging.connect
+def _logging(loglevel: Any = None, **_: Any) -> None:
+    """The worker's logging is ours (Celery then configures none): one handler with the PHI
+    filters, so a task's exception, pydicom's warnings and Celery's own lines pass them."""
+    current = globals().get("app")
+    level = loglevel if isinstance(loglevel, int) else logging.getLevelName(loglevel or "INFO")
+    logs.install(getattr(current, "settings", None), level=level if isinstance(level, int)
+                 else logging.INFO)
 
 
 @worker_ready.connect

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -10,11 +11,14 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from service.core import logs
 from service.core.config import Settings, load_settings
 from service.core.errors import ConfigurationError, DeidgateError
 from service.core.keys import SiteKeys
+from service.core.queues import node_name
 from service.db.session import session_scope
 
 T = TypeVar("T")
@@ -37,7 +41,7 @@ class _State:
             from service.db.migrate import ensure_schema
 
             self.settings.home.mkdir(parents=True, exist_ok=True)
-            ensure_schema(self.settings.db_url)
+            ensure_schema(self.settings.db_url, default_node=node_name(self.settings))
             self._db_ready = True
         return self.settings.db_url
 
@@ -47,8 +51,16 @@ def init_context(ctx: Any) -> None:
     if ctx.obj is None:
         try:
             ctx.obj = _State(load_settings())
-        except Exception as exc:  # pydantic validation of env settings
-            fail(f"invalid settings: {exc}", code=2)
+        except ValidationError as exc:  # pydantic validation of env settings
+            fail(f"invalid settings: {settings_errors(exc)}", code=2)
+        logs.install(ctx.obj.settings, level=logging.WARNING)  # `serve` raises it to INFO
+
+
+def settings_errors(exc: ValidationError) -> str:
+    """Which settings are wrong and how, never the rejected values (a database URL with its
+    password, a path named after a patient)."""
+    return "; ".join(f"DEIDGATE_{'_'.join(map(str, e['loc'])).upper()}: {e['type']}"
+                     for e in exc.errors(include_input=False, include_url=False))
 
 
 def state(ctx: typer.Context) -> _State:

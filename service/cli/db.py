@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from service.cli.common import fail, state
+from service.core.queues import node_name
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 
@@ -20,7 +21,7 @@ def upgrade(ctx: typer.Context) -> None:
     settings = state(ctx).settings
     settings.home.mkdir(parents=True, exist_ok=True)
     try:
-        run_upgrade(settings.db_url)
+        run_upgrade(settings.db_url, default_node=node_name(settings))
         heads = sorted(current_heads(settings.db_url))
     except SQLAlchemyError as exc:
         fail(f"upgrade failed: {type(exc).__name__}")

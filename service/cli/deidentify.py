@@ -21,7 +21,8 @@ from typing import Annotated, Any
 import typer
 
 from service.cli import common
-from service.core.errors import DeidgateError, Rejected
+from service.core import logs
+from service.core.errors import DeidgateError, Rejected, error_code
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,10 @@ def run_batch(
         except DeidgateError as exc:
             res = InstanceResult(status="refused", reason_code=exc.code, reason=exc.reason)
             entry["status"] = "error"
-        except Exception as exc:  # a bug must not stop the batch; it fails the exit status
-            log.exception("internal error on input #%d", index)
-            entry.update(status="error", code="internal-error", reason=type(exc).__name__)
+        except Exception as exc:  # a bug, or the machine's fault (disk full): the batch goes on;
+            # it fails the exit status, and the line names the type and code, never the text
+            log.error("internal error on input #%d (%s)", index, logs.failure(exc))
+            entry.update(status="error", code="internal-error", reason=error_code(exc))
             counts["error"] += 1
             typer.echo(f"internal error on input #{index}: {type(exc).__name__}", err=True)
             entries.append(entry)

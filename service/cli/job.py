@@ -45,8 +45,11 @@ def build_request(
     *, pacs: str, accession: list[str], patient_id: list[str], study_uid: list[str],
     date_from: str | None, date_to: str | None, modality: str, from_file: Path | None,
     file_kind: str, policy: str | None, destination: str | None,
+    modalities: str | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {"pacs": pacs, "policy": policy, "destination": destination}
+    if modalities:
+        data["modalities"] = [m.strip() for m in modalities.split(",") if m.strip()]
     lists = {"accession_numbers": list(accession), "patient_ids": list(patient_id),
              "study_instance_uids": list(study_uid)}
     if from_file is not None:
@@ -73,7 +76,8 @@ def _progress_line(v: Any) -> str:
             f"{f', {c.studies_failed} failed' if c.studies_failed else ''}"
             f"{f', {c.studies_scored} scored' if c.studies_scored else ''}; instances "
             f"{c.instances_deidentified + c.instances_refused}/{c.instances_expected} done, "
-            f"{c.instances_received} received, {c.instances_refused} refused")
+            f"{c.instances_received} received, {c.instances_refused} refused"
+            f"{f', {c.instances_skipped} skipped' if c.instances_skipped else ''}")
 
 
 def wait_for(db_url: str, job_id: str, *, timeout: float | None = None,
@@ -132,6 +136,9 @@ def submit(
     policy: Annotated[str | None, typer.Option("--policy")] = None,
     destination: Annotated[str | None, typer.Option("--destination", help="research PACS node")]
     = None,
+    modalities: Annotated[str | None, typer.Option(
+        "--modalities", help="retrieve only series of these modalities, comma-separated "
+                             "(default: what the policy accepts, MG for mammography)")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="show progress; exit when finished")]
     = False,
     timeout: Annotated[float | None, typer.Option("--timeout", help="give up waiting after s")]
@@ -145,7 +152,7 @@ def submit(
     data = build_request(pacs=pacs, accession=accession, patient_id=patient_id,
                          study_uid=study_uid, date_from=date_from, date_to=date_to,
                          modality=modality, from_file=from_file, file_kind=file_kind,
-                         policy=policy, destination=destination)
+                         policy=policy, destination=destination, modalities=modalities)
     try:
         req = ops.parse_job_request(data)
         with session_scope(st.db_url()) as s:

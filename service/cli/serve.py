@@ -26,6 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from service.cli.common import state, stop_signals
+from service.core import logs
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.core.queues import DEFAULT_QUEUE, SCORE_QUEUE, deid_queue, node_name, queue_names
@@ -196,6 +197,7 @@ def start_embedded(
             config = uvicorn.Config(create_app(settings), host=settings.api_host,
                                     port=settings.api_port, log_level="warning",
                                     lifespan="on")
+            logs.protect_all()  # uvicorn's own handlers, configured just now
             server = uvicorn.Server(config)
             # uvicorn installs no signal handlers off the main thread: `serve` keeps them
             t = threading.Thread(target=server.run, name="deidgate-api", daemon=True)
@@ -222,8 +224,8 @@ def serve(
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c")] = None,
 ) -> None:
     """Run the API, the DICOM listener and the workers on this machine until Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     st = state(ctx)
+    logs.install(st.settings, level=logging.INFO)
     db_url = st.db_url()
     with stop_signals() as stop:
         emb = start_embedded(st.settings, db_url, api=not no_api, listener=not no_listener,

@@ -16,7 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DEIDGATE_", extra="ignore", frozen=False)
+    # a rejected value never appears in the error (a URL with a password, a patient's name in
+    # a path): errors name the setting and the rule
+    model_config = SettingsConfigDict(env_prefix="DEIDGATE_", extra="ignore", frozen=False,
+                                      hide_input_in_errors=True)
 
     home: Path = Field(default=Path("./deidgate-data"), description="data folder")
     database_url: str | None = Field(
@@ -38,6 +41,10 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     max_pdu: int = 1_048_576
     spool_free_floor_mb: int = 1024
+    dicom_max_inflated_mb: int = Field(
+        default=256, gt=0,
+        description="largest inflated size of a Deflated Explicit VR Little Endian data set the "
+                    "listener inflates to check it; past it the C-STORE is refused (0xC000)")
     listener_processes: int = Field(
         default=0, ge=0,
         description="listener processes sharing the port (SO_REUSEPORT); 0 = min(2, CPUs): "

@@ -37,14 +37,17 @@ def script_heads(url: str) -> set[str]:
     return heads - below
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
+def upgrade(url: str, revision: str = "heads", *, default_node: str | None = None) -> None:
+    """``default_node``: this host's node name, given to rows that predate a ``node`` column
+    (``0012_received_node``); the host name when not given."""
     cfg = alembic_config(url)
     with get_engine(url).begin() as conn:
         cfg.attributes["connection"] = conn
+        cfg.attributes["default_node"] = default_node
         command.upgrade(cfg, revision)
 
 
-def ensure_schema(url: str) -> None:
+def ensure_schema(url: str, *, default_node: str | None = None) -> None:
     """Upgrade to head when behind; a no-op (one query) when current."""
     if current_heads(url) != script_heads(url):
-        upgrade(url)
+        upgrade(url, default_node=default_node)

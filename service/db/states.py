@@ -19,7 +19,10 @@ Study (``job_studies.state``)::
       ^   ^ transient failure (retry, backoff)    │ incomplete after the last attempt     │
       │   └────────────────────────────┘          └──> failed <── an instance failed ─────┘
       └── sweep (stale claim) / operator retry (from failed, cancelled)
-    cancelled <── job cancelled (from pending, retrieving)
+    cancelled <── job cancelled (from pending, retrieving; a running C-MOVE gets C-CANCEL)
+    Series the retrieval's filter does not move are counted as skipped (with a reason) on the
+    study; "complete" means every instance of the series it asked for was de-identified or
+    refused by the policy (refused is an outcome, not a failure).
 
 Job instance (``job_instances.state``; one row per spooled file per job)::
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from service.core.config import Settings
 from service.core.errors import ConfigurationError
 from service.db.models.dicom import AllowedCaller, LocalAE, PacsNode
+from service.dicom.leases import Leases
 
 RetrieveMode = Literal["move", "get"]
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash, max 16
@@ -57,6 +58,14 @@ class NodeConfig:
     port: int
     retrieve: RetrieveMode = "move"
     max_associations: int = 2
+    # where the association limit is counted across processes and hosts (service.dicom.leases);
+    # None: per process only (a tool, an echo from the admin page)
+    leases: Leases | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def peer(self) -> str:
+        """The PACS as its association limit knows it."""
+        return f"{self.ae_title}@{self.host}:{self.port}"[:160]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,13 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from service.dicom.elements import PIXEL_DATA, Malformed, walk
 
-__all__ = ["Header", "Malformed", "check_structure", "read_header"]
+__all__ = ["MAX_INFLATED_BYTES", "Header", "Malformed", "check_structure", "inflate",
+           "read_header"]
+
+#: Default cap on a deflated data set's inflated size. zlib inflates up to ~1000:1, so a 1 MB
+#: C-STORE can stand for a gigabyte; this runs on the association thread, before any refusal.
+MAX_INFLATED_BYTES = 256 << 20
+_CHUNK = 1 << 20
 
 
 @dataclass
@@ -30,16 +36,40 @@ class Header:
     has_pixels: bool = False
 
 
-def check_structure(data: bytes | memoryview, transfer_syntax: str) -> tuple[memoryview, int]:
+def inflate(data: bytes | memoryview, max_bytes: int = MAX_INFLATED_BYTES) -> bytes:
+    """Inflate a Deflated Explicit VR Little Endian data set, never past ``max_bytes``.
+
+    Fed in 1 MiB pieces with ``max_length``, so memory stays near the cap whatever the ratio
+    (a deflate bomb is refused as soon as it passes the cap, not after it has filled memory)."""
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    view = memoryview(data)
+    try:
+        for i in range(0, max(len(view), 1), _CHUNK):
+            piece: bytes | memoryview = view[i:i + _CHUNK]
+            while piece:
+                out += d.decompress(piece, max_bytes + 1 - len(out))
+                if len(out) > max_bytes:
+                    raise Malformed(f"deflated data set inflates past the cap of {max_bytes} "
+                                    "bytes (inflate-cap)")
+                piece = d.unconsumed_tail
+        out += d.flush()
+    except zlib.error:
+        raise Malformed("deflated stream invalid") from None
+    if len(out) > max_bytes:
+        raise Malformed(f"deflated data set inflates past the cap of {max_bytes} bytes "
+                        "(inflate-cap)")
+    return bytes(out)
+
+
+def check_structure(data: bytes | memoryview, transfer_syntax: str, *,
+                    max_inflated: int = MAX_INFLATED_BYTES) -> tuple[memoryview, int]:
     """Raise ``Malformed`` unless ``data`` is a complete data set.
 
     Returns the plain (inflated) bytes and the offset of Pixel Data (-1 when absent).
     """
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        try:
-            data = zlib.decompress(bytes(data), -zlib.MAX_WBITS)
-        except zlib.error:
-            raise Malformed("deflated stream invalid") from None
+        data = inflate(data, max_inflated)
     buf = memoryview(data)
     if len(buf) == 0:
         raise Malformed("empty dataset")
@@ -50,9 +80,10 @@ def check_structure(data: bytes | memoryview, transfer_syntax: str) -> tuple[mem
     return buf, pixels
 
 
-def read_header(data: bytes | memoryview, transfer_syntax: str) -> Header:
+def read_header(data: bytes | memoryview, transfer_syntax: str, *,
+                max_inflated: int = MAX_INFLATED_BYTES) -> Header:
     """Structure check, then the identifying UIDs (pixel data is neither read nor decoded)."""
-    plain, pixels = check_structure(data, transfer_syntax)
+    plain, pixels = check_structure(data, transfer_syntax, max_inflated=max_inflated)
     fp = BytesIO(bytes(plain[:pixels] if pixels >= 0 else plain))  # header bytes only
     try:
         ds = read_dataset(

@@ -66,6 +66,31 @@ class SeriesMatch:
     series_uid: str = field(repr=False)
     series_key: str = ""
     expected: int | None = None
+    modality: str = ""
+    sop_class: str = ""  # where the PACS returns one at series level (not all do)
+
+
+@dataclass(frozen=True)
+class SeriesFilter:
+    """Which series of a study a retrieval moves: the PACS and the network are spared objects
+    the policy would only refuse. ``modalities`` None: any modality; ``sop_classes`` None: any
+    class (a series is judged by its class only where the PACS returns one). ``source`` names
+    who decided, for the skip reason (a policy name, or the job's ``modalities`` option)."""
+
+    modalities: frozenset[str] | None = None
+    sop_classes: frozenset[str] | None = None
+    refused_classes: frozenset[str] = frozenset()
+    source: str = ""
+
+    def skip_reason(self, series: SeriesMatch) -> str | None:
+        """Why this series is not moved (a PHI-free sentence), or None to move it."""
+        if self.modalities is not None and series.modality not in self.modalities:
+            want = ",".join(sorted(self.modalities))
+            return f"modality {series.modality or '(none)'} not in {want} ({self.source})"
+        if series.sop_class and (series.sop_class in self.refused_classes or (
+                self.sop_classes is not None and series.sop_class not in self.sop_classes)):
+            return f"SOP class {series.sop_class} not accepted ({self.source})"
+        return None
 
 
 @dataclass
@@ -149,19 +174,24 @@ def _modalities(ident: Dataset) -> tuple[str, ...]:
     return tuple(str(x) for x in (m if not isinstance(m, str) else [m]))
 
 
-def _series_of(assoc: Any, keys: SiteKeys, study_uid: str) -> list[SeriesMatch]:
+def series_of(assoc: Any, keys: SiteKeys, study_uid: str) -> list[SeriesMatch]:
+    """C-FIND at SERIES level: each series with its Modality, count and, where the PACS
+    returns it (an optional key at this level), its SOP Class UID."""
     ds = Dataset()
     ds.QueryRetrieveLevel = "SERIES"
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = ""
     ds.Modality = ""
     ds.NumberOfSeriesRelatedInstances = ""
+    ds.SOPClassUID = ""
     out = []
     for ident in c_find(assoc, ds):
         uid = str(ident.get("SeriesInstanceUID", "") or "")
         if uid:
             out.append(SeriesMatch(uid, uid_key(keys, uid),
-                                   as_int(ident.get("NumberOfSeriesRelatedInstances"))))
+                                   as_int(ident.get("NumberOfSeriesRelatedInstances")),
+                                   modality=str(ident.get("Modality", "") or "").strip(),
+                                   sop_class=str(ident.get("SOPClassUID", "") or "").strip()))
     return out
 
 
@@ -206,7 +236,7 @@ def find_studies(node: NodeConfig, request: RetrieveRequest | Mapping[str, Any],
         for st in found.values():
             if st.expected is not None:
                 continue
-            st.series = _series_of(assoc, keys, st.study_uid)
+            st.series = series_of(assoc, keys, st.study_uid)
             if st.series and all(s.expected is not None for s in st.series):
                 st.expected = sum(s.expected or 0 for s in st.series)
                 st.count_source = "series"

@@ -20,14 +20,23 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
+from service.core import logs
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.db.models.dicom import AssociationAttempt
 from service.db.session import get_sessionmaker, session_scope
 from service.dicom import admin, pynetdicom_patch
+from service.dicom.dataset_check import MAX_INFLATED_BYTES
 from service.dicom.orphans import recover_orphans
 from service.dicom.receive_stream import StreamWriter
-from service.dicom.sopclasses import STORAGE, TRANSFER_SYNTAXES, VERIFICATION
+from service.dicom.sopclasses import (
+    STANDARD_STORAGE,
+    STORAGE_SERVICE,
+    TRANSFER_SYNTAXES,
+    VERIFICATION,
+    readable_syntax,
+    storage_like,
+)
 from service.dicom.spool import Spool
 from service.dicom.store_handler import OnStored, StoreSink
 
@@ -37,27 +46,56 @@ logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output ec
 REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED = 0x01, 0x01, 0x03
 
 
-def _prefer_requestor_order(assoc: Any) -> None:
-    """Accept each context in the transfer syntax the *sender* prefers (its own file's syntax),
-    not ours: pynetdicom picks by the acceptor's order, which would make a sender holding
-    JPEG 2000 decompress it for us. Per association, before negotiation."""
-    first: dict[str, list[str]] = {}
-    for cx in assoc.requestor.primitive.presentation_context_definition_list:
-        first.setdefault(str(cx.abstract_syntax), [str(t) for t in cx.transfer_syntax])
-    contexts = []
-    for ac in assoc.acceptor.supported_contexts:
-        pref = first.get(str(ac.abstract_syntax))
-        if pref:
-            ours = [str(t) for t in ac.transfer_syntax]
-            cx = PresentationContext()
-            cx.abstract_syntax = ac.abstract_syntax
-            ordered: list[Any] = [t for t in pref if t in ours] + [t for t in ours if t not in pref]
-            cx.transfer_syntax = ordered
-            cx.scu_role, cx.scp_role = ac.scu_role, ac.scp_role
-            contexts.append(cx)
-        else:
-            contexts.append(ac)
-    assoc.acceptor.supported_contexts = contexts
+def _accept_as_offered(assoc: Any) -> None:
+    """Accept every storage SOP class the sender proposes, in the transfer syntax it prefers,
+    as ``storescp --promiscuous`` does. Per association, before negotiation.
+
+    Why: a PACS moving a study sends every object of it; one class we did not negotiate made
+    Orthanc fail the whole C-MOVE, so the study's mammograms never arrived. What the policy
+    does not handle is refused by the workers with a reason and kept in quarantine, where an
+    operator sees it. The sender's order wins (its own file's syntax: a PACS holding JPEG 2000
+    need not decompress it for us); a syntax we do not list is accepted too when its data set
+    encoding is Explicit VR Little Endian (every encapsulated one), which the header check
+    reads. Private and unknown classes are mapped to the Storage Service here, in
+    ``_storage_service_for_unknown``, so that their C-STORE reaches ``StoreSink``."""
+    ours = [str(t) for t in TRANSFER_SYNTAXES]
+    supported = {str(cx.abstract_syntax): cx for cx in assoc.acceptor.supported_contexts}
+    contexts: dict[str, PresentationContext] = {}
+    for rq in assoc.requestor.primitive.presentation_context_definition_list:
+        uid = str(rq.abstract_syntax)
+        if uid in contexts:
+            continue
+        known = supported.get(uid)
+        if known is None and not storage_like(uid):
+            continue  # a service we do not offer (Q/R, print, ...): rejected as before
+        offered = [str(t) for t in rq.transfer_syntax]
+        accepted = [t for t in offered if t in ours or readable_syntax(t)]
+        cx = PresentationContext()
+        cx.abstract_syntax = uid
+        cx.transfer_syntax = [*accepted, *(t for t in ours if t not in accepted)]
+        if known is not None:
+            cx.scu_role, cx.scp_role = known.scu_role, known.scp_role
+        contexts[uid] = cx
+    assoc.acceptor.supported_contexts = [
+        *contexts.values(), *(cx for uid, cx in supported.items() if uid not in contexts)]
+
+
+def _storage_service_for_unknown(event: Any) -> dict[str, Any]:
+    """EVT_SOP_COMMON: tell pynetdicom that each private or unknown SOP class proposed belongs
+    to the Storage Service (1.2.840.10008.4.2); without this it has no service class to run
+    their C-STORE on. Per association; the sender's own items are not needed for storage."""
+    from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
+
+    out: dict[str, Any] = {}
+    for rq in event.assoc.requestor.primitive.presentation_context_definition_list:
+        uid = str(rq.abstract_syntax)
+        if uid in STANDARD_STORAGE or not storage_like(uid):
+            continue
+        item = SOPClassCommonExtendedNegotiation()
+        item.sop_class_uid = uid
+        item.service_class_uid = STORAGE_SERVICE
+        out[uid] = item
+    return out
 
 
 class AllowList:
@@ -99,6 +137,7 @@ class ListenerConfig:
     allow_cache_s: float = 5.0
     stream_writes: bool = True  # write to the spool as PDUs arrive (receive_stream)
     reuse_port: bool = False  # SO_REUSEPORT: processes share the port (listener_group)
+    max_inflated_bytes: int = MAX_INFLATED_BYTES  # a deflated data set's cap (deflate bombs)
 
 
 class _ReusePortServer(ThreadedAssociationServer):
@@ -148,7 +187,7 @@ class Listener(Serving):
         self.db_url = db_url
         self.stream = StreamWriter(spool) if config.stream_writes else None
         self.sink = StoreSink(db_url=db_url, keys=keys, spool=spool, on_stored=on_stored,
-                              stream=self.stream)
+                              stream=self.stream, max_inflated=config.max_inflated_bytes)
         self.allow_list = AllowList(db_url, ttl=config.allow_cache_s)
         self._server: ThreadedAssociationServer | None = None
 
@@ -172,7 +211,7 @@ class Listener(Serving):
         ae.network_timeout = c.network_timeout
         ae.require_called_aet = False
         ae.add_supported_context(VERIFICATION)
-        for uid in STORAGE:
+        for uid in sorted(STANDARD_STORAGE):  # the rest is added per association as offered
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
         return ae
 
@@ -188,6 +227,7 @@ class Listener(Serving):
         ae = self._make_ae()
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_SOP_COMMON, _storage_service_for_unknown),
             (evt.EVT_C_STORE, self.sink.handle_store),
             (evt.EVT_C_ECHO, lambda event: 0x0000),
             *(self.stream.handlers() if self.stream is not None else []),
@@ -236,22 +276,22 @@ class Listener(Serving):
         peer = str(assoc.requestor.address)
         try:
             ok = self.allow_list.allowed(calling, peer)
-        except Exception:  # database unreachable: fail closed, transiently
-            log.exception("allow-list unavailable; rejecting association")
+        except Exception as exc:  # database unreachable: fail closed, transiently
+            log.error("allow-list unavailable; rejecting association (%s)", logs.failure(exc))
             assoc.acse.send_reject(0x02, 0x01, 0x01)
             assoc.kill()
             return
         if ok:
-            _prefer_requestor_order(assoc)
+            _accept_as_offered(assoc)
             return
-        log.warning("rejecting association from AE %r at %s: calling AE not allowed", calling,
+        log.warning("rejecting association from AE %s at %s: calling AE not allowed", calling,
                     peer)
         try:  # recorded before the answer, so the record exists once the peer knows
             with session_scope(self.db_url) as s:
                 s.add(AssociationAttempt(calling_ae=calling[:16], called_ae=called[:16],
                                          peer_host=peer[:255], reason="calling-ae-not-allowed"))
-        except Exception:
-            log.exception("could not record a rejected association")
+        except Exception as exc:
+            log.error("could not record a rejected association (%s)", logs.failure(exc))
         assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
         assoc.kill()  # as pynetdicom does itself: lets the DUL send the RJ before closing
 
@@ -263,9 +303,9 @@ def config_from_settings(settings: Settings, *, db_url: str,
         admin.seed_from_settings(s, settings)
         local = admin.get_local_ae(s, settings)
     conf = ListenerConfig(ae_title=local.ae_title, host=local.host, port=local.port,
-                          max_pdu=local.max_pdu)
+                          max_pdu=local.max_pdu,
+                          max_inflated_bytes=settings.dicom_max_inflated_mb << 20)
     for k, v in overrides.items():
         setattr(conf, k, v)
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
-    return conf, Spool(settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20,
-                       quarantine=settings.quarantine_dir)
+    return conf, Spool.for_settings(settings)

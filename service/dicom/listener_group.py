@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Self
 
+from service.core import logs
 from service.core.config import Settings
 from service.core.keys import SiteKeys
 from service.dicom.listener import Listener, ListenerConfig, Serving, config_from_settings
@@ -43,6 +44,7 @@ def resolve_processes(setting: int) -> int:
 
 def _child(config: ListenerConfig, db_url: str, keys: SiteKeys, spool: Spool,
            on_stored_factory: OnStoredFactory | None, conn: Connection) -> None:
+    logs.install()  # a spawned process starts with no logging: the PHI filters first
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

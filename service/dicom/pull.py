@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +30,15 @@ from service.db.models.dicom import ReceivedInstance
 from service.db.session import get_sessionmaker
 from service.dicom import admin
 from service.dicom.admin import NodeConfig
-from service.dicom.find import FIND, StudyMatch, as_int, instances_of
+from service.dicom.find import (
+    FIND,
+    SeriesFilter,
+    SeriesMatch,
+    StudyMatch,
+    as_int,
+    instances_of,
+    series_of,
+)
 from service.dicom.scu import PENDING, PacsError, Timeouts, association, silent_peer
 from service.dicom.sopclasses import MAMMOGRAPHY, OTHER_STORAGE, TRANSFER_SYNTAXES
 from service.dicom.spool import Spool
@@ -41,6 +50,7 @@ log = logging.getLogger(__name__)
 MOVE = "1.2.840.10008.5.1.4.1.2.2.2"  # Study Root Query/Retrieve Information Model - MOVE
 GET = "1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Query/Retrieve Information Model - GET
 MOVE_DESTINATION_UNKNOWN = 0xA801
+CANCEL = 0xFE00  # sub-operations terminated due to a Cancel indication
 
 
 @dataclass
@@ -51,6 +61,16 @@ class RetrieveProgress:
     expected: int | None
     received: int
     remaining: int | None = None  # PACS's own count of sub-operations still to do
+
+
+@dataclass(frozen=True)
+class SkippedSeries:
+    """A series the retrieval did not move, and why (its position, never its UID)."""
+
+    index: int
+    modality: str
+    instances: int | None
+    reason: str
 
 
 @dataclass
@@ -67,6 +87,19 @@ class RetrieveReport:
     reason: str | None = None  # a code: pacs-refused, move-destination-refused, incomplete, ...
     detail: str | None = None  # PHI-free sentence for the operator
     retry_in: float | None = None  # seconds to wait before the next attempt (status "retry")
+    skipped: list[SkippedSeries] = field(default_factory=list)  # not moved, by the filter
+
+    @property
+    def skipped_instances(self) -> int:
+        return sum(s.instances or 0 for s in self.skipped)
+
+    @property
+    def skipped_reason(self) -> str | None:
+        """One PHI-free line per skipped series (modality, count, why), or None."""
+        if not self.skipped:
+            return None
+        return "; ".join(f"series {s.index} ({s.instances if s.instances is not None else '?'} "
+                         f"instances): {s.reason}" for s in self.skipped)[:2000]
 
     @property
     def complete(self) -> bool:
@@ -105,6 +138,10 @@ class PullContext:
     keys: SiteKeys
     received: Callable[[str], set[str]]
     sink: StoreSink | None = None
+    # polled while a C-MOVE/C-GET runs (the job was cancelled): True sends C-CANCEL
+    should_stop: Callable[[], bool] | None = None
+    stop_poll_s: float = 0.5
+    cancel_grace_s: float = 3.0  # a PACS that ignores C-CANCEL is aborted after this
 
     @classmethod
     def for_settings(cls, settings: Settings, node: NodeConfig) -> PullContext:
@@ -114,8 +151,8 @@ class PullContext:
         keys = SiteKeys.for_settings(settings)
         sink = None
         if node.retrieve == "get":
-            sink = StoreSink(db_url=settings.db_url, keys=keys, spool=Spool(
-                settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20))
+            # this host's spool: the files' rows name this node, de-identified here
+            sink = StoreSink(db_url=settings.db_url, keys=keys, spool=Spool.for_settings(settings))
         return cls(local_ae, keys, functools.partial(received_keys, settings.db_url), sink)
 
 
@@ -151,7 +188,8 @@ def _identifiers(study_uid: str, plan: dict[str, list[str]] | None) -> list[Data
 
 
 def _consume(assoc: Any, responses: Iterable[tuple[Any, Any]], res: _PullResult,
-             on_pending: Callable[[int | None], None]) -> None:
+             on_pending: Callable[[int | None], None],
+             cancelled: threading.Event | None = None) -> None:
     started = False
     since = time.monotonic()
     for status, _ident in responses:
@@ -159,6 +197,9 @@ def _consume(assoc: Any, responses: Iterable[tuple[Any, Any]], res: _PullResult,
             raise silent_peer(assoc, "retrieve", since)
         since = time.monotonic()
         code = int(status.Status)
+        if code == CANCEL and cancelled is not None and cancelled.is_set():
+            res.status = code
+            return
         if code in PENDING:
             started = True
             on_pending(as_int(status.get("NumberOfRemainingSuboperations")))
@@ -192,30 +233,118 @@ def _get_contexts() -> tuple[list[tuple[str, list[str] | None]], list[Any]]:
     return contexts[:128], roles
 
 
+class PullCancelled(PacsError):
+    """The retrieval was stopped on request (the job was cancelled): not a PACS failure."""
+
+
+class _CancelWatch:
+    """Polls ``should_stop`` beside a running C-MOVE/C-GET. When it turns True: C-CANCEL for
+    the message in flight (PS3.4 C.4.2.3.1: the PACS stops its sub-operations and answers
+    Cancel, 0xFE00), and if the PACS goes on regardless, an A-ABORT after ``grace`` s.
+
+    A thread, not a check between responses: a PACS sends a pending response per
+    sub-operation, and one large instance can take longer than "within seconds"."""
+
+    def __init__(self, assoc: Any, model: str, should_stop: Callable[[], bool] | None,
+                 poll: float, grace: float) -> None:
+        self.assoc, self.model, self.should_stop = assoc, model, should_stop
+        self.poll, self.grace = poll, grace
+        self.msg_id = 0
+        self.fired = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _CancelWatch:
+        if self.should_stop is not None:
+            self._thread = threading.Thread(target=self._run, name="deidgate-cancel-watch",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(self.poll + 1.0)
+
+    def _run(self) -> None:
+        assert self.should_stop is not None
+        while not self._done.wait(self.poll):
+            try:
+                stop = self.should_stop()
+            except Exception:  # the database is briefly unreachable: keep moving, ask again
+                log.warning("cancel check failed; the retrieval goes on")
+                continue
+            if not stop:
+                continue
+            self.fired.set()
+            log.info("retrieval cancelled: sending C-CANCEL for message %d", self.msg_id)
+            try:
+                self.assoc.send_c_cancel(self.msg_id, query_model=self.model)
+            except Exception:
+                log.warning("C-CANCEL could not be sent; aborting the association")
+                self._abort()
+                return
+            if not self._done.wait(self.grace):
+                log.warning("the PACS went on after C-CANCEL; aborting the association")
+                self._abort()
+            return
+
+    def _abort(self) -> None:
+        """A-ABORT, then wake the move's response loop: pynetdicom's generator waits on its
+        DIMSE queue for up to the DIMSE timeout and a local abort puts nothing there; the
+        (None, None) it would get on that timeout ends the loop now."""
+        self.assoc.abort()
+        q = getattr(getattr(self.assoc, "dimse", None), "msg_queue", None)
+        if q is not None:
+            q.put((None, None))
+
+
 def _pull(node: NodeConfig, study_uid: str, plan: dict[str, list[str]] | None, *, local_ae: str,
           sink: StoreSink | None, timeouts: Timeouts,
-          on_pending: Callable[[int | None], None]) -> _PullResult:
+          on_pending: Callable[[int | None], None],
+          ctx: PullContext | None = None) -> _PullResult:
     res = _PullResult()
+    should_stop = ctx.should_stop if ctx is not None else None
+    poll = ctx.stop_poll_s if ctx is not None else 0.5
+    grace = ctx.cancel_grace_s if ctx is not None else 3.0
     if node.retrieve == "get":
         if sink is None:
             raise PacsError("C-GET needs a spool sink", code="configuration", permanent=True)
         contexts, roles = _get_contexts()
-        with association(node, local_ae, contexts, timeouts, ext_neg=roles,
-                         evt_handlers=[(evt.EVT_C_STORE, sink.handle_store)]) as assoc:
-            for ds in _identifiers(study_uid, plan):
-                _consume(assoc, assoc.send_c_get(ds, GET), res, on_pending)
+        cm = association(node, local_ae, contexts, timeouts, ext_neg=roles,
+                         evt_handlers=[(evt.EVT_C_STORE, sink.handle_store)])
+        model = GET
     else:
-        with association(node, local_ae, [(MOVE, None)], timeouts) as assoc:
-            for ds in _identifiers(study_uid, plan):
-                _consume(assoc, assoc.send_c_move(ds, local_ae, MOVE), res, on_pending)
+        cm = association(node, local_ae, [(MOVE, None)], timeouts)
+        model = MOVE
+    watch: _CancelWatch | None = None
+    try:
+        with cm as assoc, _CancelWatch(assoc, model, should_stop, poll, grace) as watch:
+            for i, ds in enumerate(_identifiers(study_uid, plan), 1):
+                if watch.fired.is_set():
+                    break
+                watch.msg_id = i
+                responses = (assoc.send_c_get(ds, GET, msg_id=i) if model == GET
+                             else assoc.send_c_move(ds, local_ae, MOVE, msg_id=i))
+                _consume(assoc, responses, res, on_pending, cancelled=watch.fired)
+    except PacsError:
+        if watch is None or not watch.fired.is_set():
+            raise
+    if watch is not None and watch.fired.is_set():
+        raise PullCancelled("the retrieval was cancelled", code="cancelled", permanent=True)
     return res
 
 
 def _missing_plan(node: NodeConfig, study_uid: str, have: set[str], *, local_ae: str,
-                  keys: SiteKeys, timeouts: Timeouts) -> tuple[int, dict[str, list[str]]]:
-    """(instances the PACS lists, {series UID: missing SOP UIDs, or [] for a whole series})."""
+                  keys: SiteKeys, timeouts: Timeouts,
+                  only: list[str] | None = None) -> tuple[int, dict[str, list[str]]]:
+    """(instances the PACS lists, {series UID: missing SOP UIDs, or [] for a whole series});
+    ``only``: these series (the filtered retrieval's), else the whole study."""
     with association(node, local_ae, [(FIND, None)], timeouts) as assoc:
-        listing = instances_of(assoc, study_uid)
+        if only is None:
+            listing = instances_of(assoc, study_uid)
+        else:
+            listing = [x for ser in only for x in instances_of(assoc, study_uid, ser)]
     by_series: dict[str, list[str]] = {}
     missing: dict[str, list[str]] = {}
     for ser, sop in listing:
@@ -228,21 +357,50 @@ def _missing_plan(node: NodeConfig, study_uid: str, have: set[str], *, local_ae:
 
 
 def retrieve_study(node: NodeConfig, study: StudyMatch, ctx: PullContext, *, attempt: int = 1,
-                   retry: RetryPolicy | None = None,
-                   progress: Progress | None = None) -> RetrieveReport:
+                   retry: RetryPolicy | None = None, progress: Progress | None = None,
+                   series_filter: SeriesFilter | None = None) -> RetrieveReport:
     """One attempt at pulling one study; never raises for PACS failures.
 
     ``attempt`` (1-based) decides whether a failure is final: status ``retry`` with
-    ``retry_in`` while attempts remain and the failure is not permanent, else ``failed``."""
-    return _Attempt(node, study, ctx, retry or RetryPolicy(), attempt, progress).run()
+    ``retry_in`` while attempts remain and the failure is not permanent, else ``failed``.
+    With ``series_filter`` the study's series are found first (C-FIND, SERIES level) and only
+    those the filter keeps are moved, one C-MOVE per series; the others are reported as
+    skipped with a reason, and completeness counts only what was asked for."""
+    return _Attempt(node, study, ctx, retry or RetryPolicy(), attempt, progress,
+                    series_filter).run()
 
 
 class _Attempt:
     def __init__(self, node: NodeConfig, study: StudyMatch, ctx: PullContext,
-                 policy: RetryPolicy, attempt: int, progress: Progress | None) -> None:
+                 policy: RetryPolicy, attempt: int, progress: Progress | None,
+                 series_filter: SeriesFilter | None = None) -> None:
         self.node, self.study, self.ctx, self.policy = node, study, ctx, policy
         self.attempt, self.progress = attempt, progress
+        self.filter = series_filter
+        self.only: list[str] | None = None  # the series to move (None: the whole study)
         self.report = RetrieveReport(study.study_key, expected=study.expected, attempts=attempt)
+
+    def _select(self) -> None:
+        """Apply the series filter: which series to move, the count to expect of them."""
+        assert self.filter is not None
+        with association(self.node, self.ctx.local_ae, [(FIND, None)],
+                         self.policy.timeouts) as assoc:
+            series: list[SeriesMatch] = series_of(assoc, self.ctx.keys, self.study.study_uid)
+        keep: list[SeriesMatch] = []
+        for i, ser in enumerate(series):
+            why = self.filter.skip_reason(ser)
+            if why is None:
+                keep.append(ser)
+            else:
+                self.report.skipped.append(SkippedSeries(i, ser.modality, ser.expected, why))
+        self.only = [ser.series_uid for ser in keep]
+        if all(ser.expected is not None for ser in keep):
+            self.report.expected = sum(ser.expected or 0 for ser in keep)
+        else:
+            self.report.expected = None  # the instance listing below counts them
+        if self.report.skipped:
+            log.info("study %s: %d of %d series skipped by the filter",
+                     self.study.study_key[:12], len(self.report.skipped), len(series))
 
     def received(self) -> set[str]:
         return self.ctx.received(self.study.study_key)
@@ -266,22 +424,28 @@ class _Attempt:
 
     def run(self) -> RetrieveReport:
         r = self.report
-        have = self.received()
-        r.received = len(have)
-        if r.expected is not None and r.received >= r.expected:
-            r.attempts = 0  # already here (a resumed job): nothing to pull
-            return self._done()
         permanent = False
         try:
+            if self.filter is not None:
+                self._select()
+            have = self.received()
+            r.received = len(have)
+            if self.only is None and r.expected is not None and r.received >= r.expected:
+                r.attempts = 0  # already here (a resumed job): nothing to pull
+                return self._done()
             plan: dict[str, list[str]] | None = None
-            if r.received:  # something arrived earlier: ask only for the rest
+            if self.only is not None:  # per series: only those the filter kept
+                plan = self._missing(have) if r.received else {ser: [] for ser in self.only}
+                if not plan:
+                    return self._done()
+            elif r.received:  # something arrived earlier: ask only for the rest
                 plan = self._missing(have)
                 if not plan:
                     return self._done()
             self._tell("getting" if self.node.retrieve == "get" else "moving")
             pulled = _pull(self.node, self.study.study_uid, plan, local_ae=self.ctx.local_ae,
                            sink=self.ctx.sink, timeouts=self.policy.timeouts,
-                           on_pending=self._pending)
+                           on_pending=self._pending, ctx=self.ctx)
             r.completed_subops += pulled.completed
             r.failed_subops += pulled.failed
             r.warning_subops += pulled.warning
@@ -309,15 +473,19 @@ class _Attempt:
             return r
         r.status = "failed"
         self._tell("failed")
-        log.warning("study %s failed: %s (%d of %s received)", r.study_key[:12], r.reason,
-                    r.received, r.expected)
+        if r.reason == "cancelled":  # on request: the study is already cancelled, not failed
+            log.info("study %s: retrieval stopped on cancel (%d of %s received)",
+                     r.study_key[:12], r.received, r.expected)
+        else:
+            log.warning("study %s failed: %s (%d of %s received)", r.study_key[:12], r.reason,
+                        r.received, r.expected)
         return r
 
     def _missing(self, have: set[str]) -> dict[str, list[str]]:
         """What the PACS lists that is not in ``have``; raises ``expected`` to what it lists."""
         listed, plan = _missing_plan(self.node, self.study.study_uid, have,
                                      local_ae=self.ctx.local_ae, keys=self.ctx.keys,
-                                     timeouts=self.policy.timeouts)
+                                     timeouts=self.policy.timeouts, only=self.only)
         self.report.expected = max(self.report.expected or 0, listed)
         return plan
 

@@ -30,13 +30,12 @@ PENDING = (0xFF00, 0xFF01)  # DIMSE "pending" statuses: more answers follow
 
 class PacsError(Retryable):
     """A PACS conversation failed. ``permanent`` failures are not retried (a configuration
-    problem such as our AE being unknown to the PACS)."""
+    problem such as our AE being unknown to the PACS); the base task decides what that means."""
 
     code = "pacs-error"
 
     def __init__(self, reason: str, *, code: str, permanent: bool = False) -> None:
-        super().__init__(reason, code=code)
-        self.permanent = permanent
+        super().__init__(reason, code=code, permanent=permanent)
 
 
 @dataclass(frozen=True)
@@ -122,34 +121,52 @@ def make_ae(local_ae: str, timeouts: Timeouts) -> AE:
 def association(node: NodeConfig, local_ae: str, contexts: Sequence[tuple[str, list[str] | None]],
                 timeouts: Timeouts, *, ext_neg: list[Any] | None = None,
                 evt_handlers: list[Any] | None = None) -> Iterator[Any]:
-    """An established association (released afterwards) within the node's concurrency limit."""
+    """An established association (released afterwards) within the node's concurrency limit:
+    this process's threads share a semaphore, and with ``node.leases`` every process on every
+    host holds a lease in the database while its association lasts."""
     sem = _slot(node)
+    started = time.monotonic()
     if not sem.acquire(timeout=timeouts.slot):
         raise PacsError(f"no free association slot for PACS node {node.name}", code="pacs-busy")
     try:
-        ae = make_ae(local_ae, timeouts)
-        for uid, syntaxes in contexts:
-            if syntaxes:
-                ae.add_requested_context(uid, syntaxes)
-            else:
-                ae.add_requested_context(uid)
-        try:
-            assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=ext_neg,
-                                 evt_handlers=evt_handlers)
-        except (OSError, UnicodeError) as exc:  # resolving the host name failed (gaierror, idna)
-            raise PacsError(f"PACS node {node.name} at {node.host}:{node.port} is unreachable "
-                            f"({type(exc).__name__})", code="pacs-unreachable") from None
-        if not assoc.is_established:
-            raise _failure(node, assoc, timeouts)
-        try:
-            yield assoc
-        finally:
-            if assoc.is_established:
-                assoc.release()
-            elif not assoc.is_aborted:
-                assoc.abort()
+        if node.leases is None:
+            yield from _associate(node, local_ae, contexts, timeouts, ext_neg, evt_handlers)
+            return
+        wait = max(0.0, timeouts.slot - (time.monotonic() - started))
+        with node.leases.hold(node.peer, node.max_associations, wait_s=wait) as slot:
+            if slot is None:
+                raise PacsError(f"no free association slot for PACS node {node.name} "
+                                "(held by other workers)", code="pacs-busy")
+            yield from _associate(node, local_ae, contexts, timeouts, ext_neg, evt_handlers)
     finally:
         sem.release()
+
+
+def _associate(node: NodeConfig, local_ae: str,
+               contexts: Sequence[tuple[str, list[str] | None]], timeouts: Timeouts,
+               ext_neg: list[Any] | None, evt_handlers: list[Any] | None) -> Iterator[Any]:
+    """Open one association; the caller holds the slot."""
+    ae = make_ae(local_ae, timeouts)
+    for uid, syntaxes in contexts:
+        if syntaxes:
+            ae.add_requested_context(uid, syntaxes)
+        else:
+            ae.add_requested_context(uid)
+    try:
+        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, ext_neg=ext_neg,
+                             evt_handlers=evt_handlers)
+    except (OSError, UnicodeError) as exc:  # resolving the host name failed (gaierror, idna)
+        raise PacsError(f"PACS node {node.name} at {node.host}:{node.port} is unreachable "
+                        f"({type(exc).__name__})", code="pacs-unreachable") from None
+    if not assoc.is_established:
+        raise _failure(node, assoc, timeouts)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        elif not assoc.is_aborted:
+            assoc.abort()
 
 
 @dataclass(frozen=True)

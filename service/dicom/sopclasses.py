@@ -1,14 +1,18 @@
-"""What the edge accepts: the storage SOP classes a screening PACS sends and the transfer syntaxes
-kept exactly as they arrive (the listener never decompresses; pixel work happens in the workers).
+"""What the edge accepts: every storage SOP class a sender proposes (standard, private or unknown,
+as ``storescp --promiscuous``), and the transfer syntaxes kept exactly as they arrive (the
+listener never decompresses; pixel work happens in the workers).
 
-Secondary captures, SR and presentation states are accepted so that the policy, not the network
-layer, decides to refuse them (with a recorded reason) rather than the PACS seeing a failed move.
+Everything a PACS holds in a study is accepted so that the policy, not the network layer,
+decides to refuse it (with a recorded reason, in quarantine) rather than the PACS seeing a
+failed move. ``MAMMOGRAPHY`` and ``OTHER_STORAGE`` are the classes a screening PACS commonly
+sends (C-GET proposes those: it can name at most 128 contexts).
 """
 
 from __future__ import annotations
 
 from pydicom.uid import (
     JPEG2000,
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -29,6 +33,10 @@ MAMMOGRAPHY: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.13.1.4": "Breast Projection X-Ray Image Storage - For Presentation",
     "1.2.840.10008.5.1.4.1.1.13.1.5": "Breast Projection X-Ray Image Storage - For Processing",
 }
+
+#: The Modality (0008,0060) a series of these classes carries: how a policy that accepts a list
+#: of classes becomes a SERIES-level filter (every breast imaging class is "MG").
+MODALITY_OF: dict[str, str] = dict.fromkeys(MAMMOGRAPHY, "MG")
 
 OTHER_STORAGE: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.1": "Computed Radiography Image Storage",
@@ -76,3 +84,37 @@ TRANSFER_SYNTAXES: list[str] = [
 ]
 
 VERIFICATION = "1.2.840.10008.1.1"
+STORAGE_SERVICE = "1.2.840.10008.4.2"  # the Storage Service Class UID (PS3.4 B)
+
+
+def _standard_storage() -> frozenset[str]:
+    from pynetdicom import AllStoragePresentationContexts
+
+    return frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+
+
+#: Every standard storage SOP class pynetdicom knows (its storage service class runs them).
+STANDARD_STORAGE: frozenset[str] = _standard_storage() | frozenset(STORAGE)
+
+
+def storage_like(uid: str) -> bool:
+    """A proposed abstract syntax the listener treats as storage, as pynetdicom's unrestricted
+    storage does: a standard storage class, a private UID, or a public one it does not know
+    (a class newer than the library). Known non-storage services (Q/R, print) are not."""
+    from pynetdicom import sop_class
+
+    u = UID(uid)
+    return (uid in STANDARD_STORAGE or u.is_private
+            or not hasattr(sop_class, u.keyword or "_no_keyword_"))
+
+
+def readable_syntax(ts: str) -> bool:
+    """A transfer syntax whose data set encoding the header check reads: Explicit VR Little
+    Endian with native or encapsulated pixel data (every JPEG, JPEG 2000, HTJ2K, JPEG XL, MPEG
+    and RLE syntax). Big endian and private syntaxes are not offered back."""
+    u = UID(ts)
+    try:
+        return bool(u.is_transfer_syntax and u.is_little_endian and not u.is_implicit_VR
+                    and not u.is_deflated)
+    except ValueError:  # not a transfer syntax pydicom knows
+        return False

@@ -16,7 +16,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from service.core.config import Settings
 from service.core.fsync import fsync_dir
+from service.core.queues import node_name
 
 _PART = ".part"
 
@@ -27,14 +29,23 @@ class SpoolFull(Exception):
 
 class Spool:
     """``quarantine``: where start-up recovery puts spool files it cannot register (see
-    service.dicom.orphans); None keeps them in place."""
+    service.dicom.orphans); None keeps them in place. ``node``: the host this spool is on
+    (``service.core.queues.node_name``), recorded with every file received into it so that its
+    de-identification goes to that host's queue; "local" suits a single-host tool or test."""
 
     def __init__(self, root: Path, *, free_floor_bytes: int = 0,
-                 quarantine: Path | None = None) -> None:
+                 quarantine: Path | None = None, node: str = "local") -> None:
         self.root = Path(root)
+        self.node = node
         self.free_floor_bytes = free_floor_bytes
         self.quarantine = Path(quarantine) if quarantine is not None else None
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Spool:
+        """This host's spool, as the listener and a C-GET write into it."""
+        return cls(settings.spool_dir, free_floor_bytes=settings.spool_free_floor_mb << 20,
+                   quarantine=settings.quarantine_dir, node=node_name(settings))
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

@@ -16,14 +16,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from service.core import logs
 from service.core.keys import SiteKeys
 from service.db.models.dicom import ReceivedInstance
 from service.db.session import get_sessionmaker
 from service.db.states import ReceivedStatus
-from service.dicom.dataset_check import Malformed, read_header
+from service.dicom.dataset_check import MAX_INFLATED_BYTES, Malformed, read_header
 from service.dicom.elements import part10_prefix
 from service.dicom.receive_stream import StreamWriter
-from service.dicom.sopclasses import IMAGE_CLASSES, STORAGE
+from service.dicom.sopclasses import IMAGE_CLASSES
 from service.dicom.spool import Spool, SpoolFull
 from service.dicom.uid_keys import uid_key
 
@@ -42,8 +43,10 @@ class StoreSink:
     """Receives C-STORE requests into the spool; safe to share between association threads."""
 
     def __init__(self, *, db_url: str, keys: SiteKeys, spool: Spool,
-                 on_stored: OnStored | None = None, stream: StreamWriter | None = None) -> None:
+                 on_stored: OnStored | None = None, stream: StreamWriter | None = None,
+                 max_inflated: int = MAX_INFLATED_BYTES) -> None:
         self.db_url = db_url
+        self.max_inflated = max_inflated
         self.stream = stream
         self.keys = keys
         self.spool = spool
@@ -54,16 +57,14 @@ class StoreSink:
         """pynetdicom EVT_C_STORE handler; returns the precise DIMSE status."""
         try:
             return self._store(event)
-        except Exception:  # never let the library answer a vague 0xC211; log without PHI
-            log.exception("C-STORE failed unexpectedly")
+        except Exception as exc:  # never let the library answer a vague 0xC211
+            log.error("C-STORE failed unexpectedly (%s)", logs.failure(exc))  # never its text
             return OUT_OF_RESOURCES
 
     def _store(self, event: Any) -> int:
         req = event.request
         sop_class = str(req.AffectedSOPClassUID)
         calling = event.assoc.requestor.ae_title.strip()
-        if sop_class not in STORAGE:
-            return SOP_CLASS_NOT_SUPPORTED
         stream: BytesIO = req.DataSet
         data = stream.getbuffer()
         part = self.stream.take(event.assoc, str(req.AffectedSOPInstanceUID)) \
@@ -72,7 +73,7 @@ class StoreSink:
         try:
             ts = str(event.context.transfer_syntax)
             try:
-                header = read_header(data, ts)
+                header = read_header(data, ts, max_inflated=self.max_inflated)
             except Malformed as exc:
                 log.warning("refused C-STORE from %s: malformed dataset (%s)", calling, exc)
                 return CANNOT_UNDERSTAND
@@ -112,6 +113,7 @@ class StoreSink:
             sop_class_uid=sop_class,
             transfer_syntax=ts,
             spool_path=str(path),
+            node=self.spool.node,
             calling_ae=calling[:16],
             size_bytes=size,
             status=ReceivedStatus.RECEIVED,
@@ -130,8 +132,8 @@ class StoreSink:
         if self.on_stored is not None:
             try:
                 self.on_stored(row.id)
-            except Exception:  # durable and recorded as "received": a sweep re-queues it
-                log.exception("on_stored hook failed for instance %d", row.id)
+            except Exception as exc:  # durable and recorded as "received": a sweep re-queues it
+                log.error("on_stored hook failed for instance %d (%s)", row.id, logs.failure(exc))
         return SUCCESS
 
     def _row_names(self, sop_key: str, path: Path) -> bool:

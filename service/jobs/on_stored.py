@@ -9,20 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from service.core.config import Settings
-from service.core.queues import TaskName, node_name
+from service.core.queues import TaskName
 from service.db.session import get_sessionmaker
 from service.jobs.routing import enqueue
 from service.jobs.transitions import link_received
 
 
 def make_on_stored(settings: Settings) -> Callable[[int], None]:
-    node = node_name(settings)
     sessions = get_sessionmaker(settings.db_url)
 
     def on_stored(received_id: int) -> None:
         with sessions() as s:
-            row, needs = link_received(s, received_id, node=node)
-        if row is not None and needs:
-            enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, row.id)
+            row, needs = link_received(s, received_id)
+            if row is not None and needs:  # to the node the file was received on
+                enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, row.id, node=row.node)
 
     return on_stored

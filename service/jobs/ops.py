@@ -17,7 +17,7 @@ from service.audit.store import AuditStore
 from service.core.config import Settings
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
-from service.core.queues import TaskName
+from service.core.queues import TASKS, TaskName, node_name
 from service.db.base import utcnow
 from service.db.models.jobs import DeadLetter, Job, JobInstance, JobStudy
 from service.db.models.triage import ScoreResult
@@ -29,8 +29,8 @@ from service.db.states import (
     StudyState,
 )
 from service.dicom import admin
-from service.jobs.recovery import revive
-from service.jobs.routing import enqueue
+from service.jobs.recovery import WORK, revive
+from service.jobs.routing import enqueue, enqueue_deidentify, instance_nodes
 from service.jobs.schemas import (
     Counts,
     DeadLetterView,
@@ -91,13 +91,14 @@ def submit_job(
     job = Job(
         id=new_job_id(), state=JobState.QUEUED, pacs=req.pacs, policy=policy,
         destination=req.destination, selector=req.selector, requested=req.requested,
+        modalities=",".join(req.modalities) if req.modalities else None,
         request_sealed=b"", actor=actor, attempts=0,
     )
     job.request_sealed = seal(keys, req.model_dump(mode="json"), aad=f"job:{job.id}")
     session.add(job)
     _audit(session, keys, "job.submitted", actor=actor, details={
         "job": job.id, "pacs": req.pacs, "selector": req.selector, "requested": req.requested,
-        "policy": policy, "destination": req.destination,
+        "policy": policy, "destination": req.destination, "modalities": req.modalities,
     })
     session.commit()
     log.info("job %s submitted: %s x%d from %s", job.id, req.selector, req.requested, req.pacs)
@@ -213,8 +214,8 @@ def retry_job(
             enqueue(settings, TaskName.RESOLVE_JOB, job_id)
         for sid in redo_studies:
             enqueue(settings, TaskName.RETRIEVE_STUDY, sid)
-        for iid in redo_inst:
-            enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, iid)
+        # on the node holding each file, not the retrier's
+        enqueue_deidentify(settings, instance_nodes(session, redo_inst))
         if not redo_studies and not redo_inst and new_state != JobState.QUEUED:
             enqueue(settings, TaskName.SWEEP)
     return _view(session, _load(session, job_id))
@@ -243,7 +244,10 @@ def retry_dead_letter(
     revive(session, dl)
     session.commit()
     session.refresh(dl)
-    enqueue(settings, TaskName(dl.task), dl.target)
+    task = TaskName(dl.task)
+    node = WORK[task].node(session, dl.target) if TASKS[task].on_node else None
+    enqueue(settings, task, dl.target,
+            node=node or (node_name(settings) if TASKS[task].on_node else None))
     log.info("dead letter %d (%s) retried by %s", dl.id, dl.task, actor)
     return _dl_view(dl)
 
@@ -285,6 +289,7 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
             refused=c.get(InstanceState.REFUSED, 0),
             failed=c.get(InstanceState.FAILED, 0) + c.get(InstanceState.DEAD_LETTERED, 0),
             forwarded=s.forwarded, scored=s.pseudo_uid in scored, reason=s.reason,
+            skipped=s.skipped or 0, skipped_reason=s.skipped_reason,
         )
         views.append(sv)
         counts.instances_expected += s.expected or 0
@@ -292,6 +297,7 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
         counts.instances_deidentified += sv.deidentified
         counts.instances_refused += sv.refused
         counts.instances_failed += sv.failed
+        counts.instances_skipped += sv.skipped
         counts.studies_complete += s.state == StudyState.COMPLETE
         counts.studies_failed += s.state == StudyState.FAILED
         counts.studies_scored += sv.scored
@@ -301,6 +307,7 @@ def _view(session: Session, job: Job, *, detail: bool = True) -> JobView:
     data: dict[str, Any] = {
         "id": job.id, "state": job.state, "pacs": job.pacs, "policy": job.policy,
         "destination": job.destination, "selector": job.selector, "requested": job.requested,
+        "modalities": job.modalities.split(",") if job.modalities else None,
         "created_at": job.created_at, "updated_at": job.updated_at,
         "finished_at": job.finished_at, "reason": job.reason, "counts": counts,
         "studies": views if detail else [],

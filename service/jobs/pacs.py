@@ -7,7 +7,9 @@ machine's terms. The jobs area owns them: the tasks in ``workers.tasks`` only ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,13 @@ from pydicom import dcmread
 from pynetdicom import AE
 
 from service.core.config import Settings
-from service.core.errors import DeidgateError, Retryable
+from service.core.errors import Retryable
 from service.core.keys import SiteKeys
 from service.db.session import get_sessionmaker
 from service.dicom import admin
-from service.dicom.find import StudyMatch, find_studies
+from service.dicom.find import SeriesFilter, StudyMatch, find_studies
+from service.dicom.leases import Leases
 from service.dicom.pull import PullContext, RetryPolicy, retrieve_study
-from service.dicom.scu import PacsError
 from service.jobs.transitions import FoundStudy
 
 STORED = (0x0000, 0xB000, 0xB007, 0xB006)  # success and the C-STORE warnings
@@ -34,45 +36,45 @@ class RetrieveOutcome:
     expected: int | None
     received: int
     retry_in: float | None = None  # not final: try again after this many seconds
-
-
-class PermanentPacsFailure(DeidgateError):
-    """The PACS refuses for a reason retrying cannot fix (our AE unknown to it, say)."""
-
-    code = "pacs-refused"
+    skipped: int = 0  # instances in series the filter did not move
+    skipped_reason: str | None = None  # per skipped series: modality, count, why (PHI-free)
 
 
 def _node(settings: Settings, name: str) -> tuple[admin.NodeConfig, str]:
+    """The node, its association limit counted in the database: the workers pulling from it
+    run on several processes and hosts."""
     with get_sessionmaker(settings.db_url)() as s:
-        return admin.get_node(s, name), admin.get_local_ae(s, settings).ae_title
+        node, local = admin.get_node(s, name), admin.get_local_ae(s, settings).ae_title
+    return replace(node, leases=Leases(settings.db_url)), local
 
 
 def find(settings: Settings, pacs: str, request: dict[str, Any]) -> list[FoundStudy]:
     """C-FIND through the DICOM area's SCU (study, series or instance level counts)."""
     node, local = _node(settings, pacs)
-    try:
-        found = find_studies(node, request, local_ae=local,
-                             keys=SiteKeys.for_settings(settings))
-    except PacsError as exc:
-        if exc.permanent:
-            raise PermanentPacsFailure(f"{exc.code}: {exc.reason}") from None
-        raise
+    # a PacsError marked permanent goes up as it is: the base task fails the job with it
+    found = find_studies(node, request, local_ae=local, keys=SiteKeys.for_settings(settings))
     return [FoundStudy(study_uid=f.study_uid, expected=f.expected) for f in found]
 
 
 def retrieve(settings: Settings, pacs: str, study_uid: str, expected: int | None, *,
-             attempt: int, retry: RetryPolicy | None = None) -> RetrieveOutcome:
+             attempt: int, retry: RetryPolicy | None = None,
+             series_filter: SeriesFilter | None = None,
+             should_stop: Callable[[], bool] | None = None) -> RetrieveOutcome:
     """One attempt at pulling one study to our listener; the DICOM area decides completeness
     and asks only for what is missing. It never raises for PACS failures: a report that is
-    neither complete nor worth another attempt is a failed study."""
+    neither complete nor worth another attempt is a failed study. ``series_filter``: move only
+    the series it keeps (the others are reported skipped); ``should_stop``: polled while the
+    move runs, True sends C-CANCEL (the job was cancelled)."""
     node, _ = _node(settings, pacs)
-    ctx = PullContext.for_settings(settings, node)
+    ctx = dataclasses.replace(PullContext.for_settings(settings, node), should_stop=should_stop)
     study = StudyMatch.known(study_uid, ctx.keys, expected)
-    rep = retrieve_study(node, study, ctx, attempt=attempt, retry=retry)
+    rep = retrieve_study(node, study, ctx, attempt=attempt, retry=retry,
+                         series_filter=series_filter)
     reason = None if rep.complete else (
         f"{rep.reason or 'incomplete'}: {rep.detail}" if rep.detail else rep.reason)
     return RetrieveOutcome(complete=rep.complete, reason=reason, expected=rep.expected,
-                           received=rep.received, retry_in=rep.retry_in)
+                           received=rep.received, retry_in=rep.retry_in,
+                           skipped=rep.skipped_instances, skipped_reason=rep.skipped_reason)
 
 
 def forward(settings: Settings, destination: str, paths: list[Path]) -> int:

@@ -19,6 +19,7 @@ from service.core.queues import TaskName
 from service.db.base import utcnow
 from service.db.models.dicom import ReceivedInstance
 from service.db.models.jobs import DeadLetter, Job, JobInstance, JobStudy
+from service.db.models.triage import ScoreResult
 from service.db.states import (
     COMMITTED_INSTANCE_STATES,
     RUNNING_JOB_STATES,
@@ -40,6 +41,8 @@ class Work:
 
     mark_dead: Callable[[Session, str, str], str | None]  # (target, reason) -> its job id
     revive: Callable[[Session, str], None]  # back to the state the task starts from
+    # node-bound work: the host holding the target's files (None: the reviver's own host)
+    node: Callable[[Session, str], str | None] = lambda session, target: None
 
 
 def _instance_dead(session: Session, target: str, reason: str) -> str | None:
@@ -53,6 +56,12 @@ def _instance_dead(session: Session, target: str, reason: str) -> str | None:
 def _instance_revive(session: Session, target: str) -> None:
     session.execute(conditional_update(JobInstance).where(JobInstance.id == int(target)).values(
         state=InstanceState.PENDING, reason=None, claimed_at=None, attempts=0))
+
+
+def _instance_node(session: Session, target: str) -> str | None:
+    return session.scalar(select(ReceivedInstance.node).join(
+        JobInstance, JobInstance.received_id == ReceivedInstance.id).where(
+        JobInstance.id == int(target)))
 
 
 def _study_dead(session: Session, target: str, reason: str) -> str | None:
@@ -98,7 +107,10 @@ def _score_dead(session: Session, target: str, reason: str) -> str | None:
     if st is None:
         return None
     if st.state == StudyState.SCORING:
-        st.state, st.reason = StudyState.COMPLETE, f"not scored: {reason}"[:500]
+        scored = st.pseudo_uid is not None and session.scalar(
+            select(ScoreResult.id).where(ScoreResult.exam == st.pseudo_uid).limit(1)) is not None
+        what = "scored, but the SR was not delivered" if scored else "not scored"
+        st.state, st.reason = StudyState.COMPLETE, f"{what}: {reason}"[:500]
     return st.job_id
 
 
@@ -111,7 +123,7 @@ def _score_revive(session: Session, target: str) -> None:
 WORK: dict[TaskName, Work] = {
     TaskName.RESOLVE_JOB: Work(_job_dead, _job_revive),
     TaskName.RETRIEVE_STUDY: Work(_study_dead, _study_revive),
-    TaskName.DEIDENTIFY_INSTANCE: Work(_instance_dead, _instance_revive),
+    TaskName.DEIDENTIFY_INSTANCE: Work(_instance_dead, _instance_revive, _instance_node),
     TaskName.FORWARD_STUDY: Work(_nothing_dead, _nothing_to_revive),  # forwarded stays False
     TaskName.SWEEP: Work(_nothing_dead, _nothing_to_revive),  # the next round sweeps again
     TaskName.SCORE_STUDY: Work(_score_dead, _score_revive),
@@ -183,8 +195,9 @@ def sweep(session: Session, *, stale_s: int, startup: bool = False,
     studies = list(session.scalars(select(JobStudy.id).where(
         JobStudy.job_id.in_(active), JobStudy.state == StudyState.PENDING,
         JobStudy.updated_at < fresh_ok).order_by(JobStudy.id)))
-    instances = [(i, n) for i, n in session.execute(
-        select(JobInstance.id, JobInstance.node).where(or_(
+    instances = [(i, n) for i, n in session.execute(  # n: the node holding the file
+        select(JobInstance.id, ReceivedInstance.node)
+        .join(ReceivedInstance, ReceivedInstance.id == JobInstance.received_id).where(or_(
             and_(JobInstance.state == InstanceState.PENDING, JobInstance.updated_at < fresh_ok),
             # committed, but the identified source may not have been removed yet
             and_(JobInstance.state.in_(COMMITTED_INSTANCE_STATES),

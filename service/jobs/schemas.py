@@ -49,6 +49,7 @@ def _padded(max_len: int) -> re.Pattern[str]:
 _ACCESSION = _padded(16)  # SH
 _PATIENT_ID = _padded(64)  # LO
 MAX_RAW = 256  # padding included
+MAX_MODALITIES = 12
 SELECTORS = ("accession_numbers", "patient_ids", "study_instance_uids", "query")
 
 
@@ -143,9 +144,22 @@ class JobRequest(BaseModel):
     query: DateQuery | None = None
     policy: Annotated[str, _string(_POLICY, "policy name", 128)] | None = None
     destination: Annotated[str, _string(_NODE, "PACS node name", 64)] | None = None
+    modalities: Annotated[list[str], WithJsonSchema({
+        "type": "array", "minItems": 1, "maxItems": MAX_MODALITIES,
+        "items": {"type": "string", "pattern": _MODALITY.pattern, "maxLength": 16},
+        "description": "retrieve only series of these modalities (C-FIND at SERIES level, "
+                       "one C-MOVE per series); default: what the policy accepts (MG for "
+                       "mammography-screening)"})] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> JobRequest:
+        if self.modalities is not None:
+            if not 1 <= len(self.modalities) <= MAX_MODALITIES:
+                raise ValueError(f"modalities: 1 to {MAX_MODALITIES} modality codes")
+            for i, m in enumerate(self.modalities):
+                if not _MODALITY.fullmatch(m):
+                    raise ValueError(f"modalities[{i}]: a DICOM modality code such as MG")
+            self.modalities = list(dict.fromkeys(self.modalities))
         if not _NODE.fullmatch(self.pacs):
             raise ValueError("pacs: a PACS node name (letters, digits, _ . -; at most 64)")
         if self.destination is not None and not _NODE.fullmatch(self.destination):
@@ -217,6 +231,9 @@ def study_key(keys: SiteKeys, study_uid: str) -> str:
 # --- views --------------------------------------------------------------------------------------
 
 class Counts(BaseModel):
+    """``instances_refused``: received, and refused by the policy (kept in quarantine with the
+    reason): not a failure. ``instances_skipped``: in series the retrieval did not move."""
+
     studies_found: int = 0
     studies_complete: int = 0
     studies_failed: int = 0
@@ -226,6 +243,7 @@ class Counts(BaseModel):
     instances_deidentified: int = 0
     instances_refused: int = 0
     instances_failed: int = 0
+    instances_skipped: int = 0
     dead_letters: int = 0
 
 
@@ -241,6 +259,9 @@ class StudyView(BaseModel):
     forwarded: bool = Field(False, description="sent to the job's destination node")
     scored: bool = Field(False, description="has a triage score (any model)")
     reason: str | None = None
+    skipped: int = Field(0, description="instances in series the retrieval did not move")
+    skipped_reason: str | None = Field(
+        None, description="per skipped series: its position, count and why")
 
 
 class DeadLetterView(BaseModel):
@@ -262,6 +283,8 @@ class JobView(BaseModel):
     destination: str | None
     selector: str
     requested: int
+    modalities: list[str] | None = Field(
+        None, description="the job option; null: the policy decides which series are moved")
     created_at: AwareDatetime
     updated_at: AwareDatetime
     finished_at: AwareDatetime | None

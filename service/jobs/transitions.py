@@ -122,9 +122,12 @@ def claim_study(session: Session, study_id: int, stale_s: int) -> JobStudy | Non
 
 def retrieval_finished(
     session: Session, study_id: int, *, complete: bool, reason: str | None,
-    expected: int | None = None,
+    expected: int | None = None, skipped: int = 0, skipped_reason: str | None = None,
 ) -> None:
-    values: dict[str, Any] = {"retrieved": True}
+    """``expected`` is then the count of what was asked for: a study whose series were
+    skipped by the filter is complete once the series it kept have arrived."""
+    values: dict[str, Any] = {"retrieved": True, "skipped": skipped,
+                              "skipped_reason": skipped_reason}
     if expected is not None:
         values["expected"] = expected
     if complete:
@@ -157,10 +160,11 @@ def _active_study(session: Session, key: str) -> JobStudy | None:
 
 
 def link_received(
-    session: Session, received_id: int, *, node: str, study: JobStudy | None = None
+    session: Session, received_id: int, *, study: JobStudy | None = None
 ) -> tuple[JobInstance | None, bool]:
     """Attach an instance the listener stored to the active job study it belongs to (matched by
-    the keyed study-UID hash the listener recorded).
+    the keyed study-UID hash the listener recorded). The row takes the node of the received
+    file, never the linker's: a sweep or retrieve task on another host links it too.
 
     Returns the row and whether it needs de-identifying (False for a duplicate delivery).
     Instances no job asked for are still de-identified (job_id None): identified data is never
@@ -181,7 +185,7 @@ def link_received(
         JobInstance.received_id == ri.id,
         JobInstance.state.in_(COMMITTED_INSTANCE_STATES))).first()
     row = JobInstance(received_id=ri.id, job_id=job_id, study_id=study.id if study else None,
-                      spool_path=ri.spool_path, node=node, state=InstanceState.PENDING,
+                      spool_path=ri.spool_path, node=ri.node, state=InstanceState.PENDING,
                       attempts=0)
     if done is not None:
         row.state, row.out_path, row.reason = done.state, done.out_path, done.reason
@@ -198,22 +202,23 @@ def link_received(
     return row, row.state == InstanceState.PENDING
 
 
-def adopt_known(session: Session, study_id: int, *, node: str) -> list[int]:
+def adopt_known(session: Session, study_id: int) -> list[tuple[int, str]]:
     """After a retrieval, attach instances of the study the listener already held (it does not
-    spool a duplicate SOP instance twice, so a re-requested study may arrive as nothing)."""
+    spool a duplicate SOP instance twice, so a re-requested study may arrive as nothing).
+    Returns (instance id, node holding its file) for each that needs de-identifying."""
     st = session.get(JobStudy, study_id)
     if st is None:
         return []
     linked = set(session.scalars(select(JobInstance.received_id)
                                  .where(JobInstance.study_id == study_id)))
-    todo: list[int] = []
+    todo: list[tuple[int, str]] = []
     for rid in list(session.scalars(select(ReceivedInstance.id).where(
             ReceivedInstance.study_key == st.study_key).order_by(ReceivedInstance.id))):
         if rid in linked:
             continue
-        row, needs = link_received(session, rid, node=node, study=st)
+        row, needs = link_received(session, rid, study=st)
         if row is not None and needs:
-            todo.append(row.id)
+            todo.append((row.id, row.node))
     return todo
 
 

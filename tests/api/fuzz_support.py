@@ -60,7 +60,7 @@ def _instance(session, study: JobStudy, n: int, state: InstanceState) -> None:  
         sop_key=f"sop-{study.job_id[:8]}-{study.idx}-{n}", series_key="series",
         study_key=study.study_key, sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
         transfer_syntax="1.2.840.10008.1.2.1", spool_path=f"/spool/{study.id}-{n}.dcm",
-        calling_ae="ORTHANC", size_bytes=1024, job_id=study.job_id,
+        node="node-a", calling_ae="ORTHANC", size_bytes=1024, job_id=study.job_id,
     )
     session.add(received)
     session.flush()

@@ -117,17 +117,54 @@ def test_unknown_calling_ae_rejected_with_reason_and_recorded(
     assert echoscu(listener.port, calling="INTRUDER").returncode == 0
 
 
-def test_unsupported_sop_class_is_not_accepted(sqlite_db: str, site_keys: SiteKeys,
-                                               tmp_path: Path,
-                                               start_listener: Callable[..., Listener]) -> None:
+PRIVATE_CLASS = "1.3.6.1.4.1.55555.1.1"  # a vendor's own storage class
+HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"  # not in our list; Explicit VR LE data set
+
+
+def _private_object(tmp_path: Path) -> Path:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = PRIVATE_CLASS, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality = "OT"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = (
+        ds.SOPClassUID, ds.SOPInstanceUID)
+    path = tmp_path / "private.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_every_storage_class_is_accepted_as_offered(sqlite_db: str, site_keys: SiteKeys,
+                                                    tmp_path: Path,
+                                                    start_listener: Callable[..., Listener]
+                                                    ) -> None:
+    """Like storescp --promiscuous: a CT (dcmtk storescu), a private SOP class, and a transfer
+    syntax outside our list are stored as they came; the policy refuses them later."""
     listener = start_listener(sqlite_db, site_keys, tmp_path / "spool")
     _allow(sqlite_db, "STORESCU")
+    _allow(sqlite_db, "FAULTY")
     ct = Path(str(get_testdata_file("CT_small.dcm")))
     r = storescu(listener.port, [ct])
-    assert r.returncode != 0
-    assert "no presentation context" in (r.stderr + r.stdout).lower() or \
-        "no acceptable presentation contexts" in (r.stderr + r.stdout).lower()
-    assert _rows(sqlite_db) == [] and _spooled(tmp_path / "spool") == []
+    assert r.returncode == 0, r.stderr
+    raw, _cls, sop, _ts = faults.encoded_dataset(_private_object(tmp_path))
+    kw: dict[str, Any] = {"sop_class": PRIVATE_CLASS, "sop_instance": sop, "tmp": tmp_path}
+    assert faults.send_raw(listener.port, raw, ts=HTJ2K_LOSSLESS, **kw) == 0x0000
+    rows = _rows(sqlite_db)
+    assert [(r.sop_class_uid, r.transfer_syntax) for r in rows] == [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1"), (PRIVATE_CLASS, HTJ2K_LOSSLESS)]
+    # a service we do not offer is still refused at negotiation (only storage is promiscuous)
+    ae = AE(ae_title="FAULTY")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.2.2.2")  # Q/R MOVE
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title="DEIDGATE")
+    try:
+        assert not assoc.is_established or not assoc.accepted_contexts
+    finally:
+        if assoc.is_established:
+            assoc.release()
 
 
 def test_malformed_and_mismatching_datasets_get_precise_statuses(

@@ -221,3 +221,28 @@ def test_per_node_association_limit(orthanc_pacs: OrthancPeer) -> None:
         assert busy.value.code == "pacs-busy"
     with association(node, GATEWAY_AE, [(f.FIND, None)], t) as again:  # the slot was released
         assert again.is_established
+
+
+def test_cancel_of_a_move_the_pacs_does_not_stop_aborts_after_the_grace(
+        sqlite_db: str, site_keys: SiteKeys, tmp_path: Path,
+        start_listener: Callable[..., Listener]) -> None:
+    """A PACS that ignores C-CANCEL (it went silent mid-move) cannot hold the worker: the
+    association is aborted ``cancel_grace_s`` after the C-CANCEL and the attempt ends
+    ``cancelled`` (not a PACS failure, not retried)."""
+    import dataclasses
+
+    e = fresh_exam(tmp_path / "c", index=650, views=2)
+    listener = _listen(sqlite_db, site_keys, tmp_path, 0, start_listener, "FAKEPACS")
+    with fake_pacs(e.files, destination=("127.0.0.1", listener.port),
+                   mode="never-send") as pacs:
+        node = NodeConfig("silent", pacs.ae_title, "127.0.0.1", pacs.port)
+        asked = time.monotonic() + 1.0
+        ctx = dataclasses.replace(_ctx(site_keys, sqlite_db),
+                                  should_stop=lambda: time.monotonic() >= asked,
+                                  stop_poll_s=0.2, cancel_grace_s=1.0)
+        policy = r.RetryPolicy(attempts=3, timeouts=Timeouts(connect=3, dimse=30, network=30))
+        m = f.StudyMatch.known(e.study_uid, site_keys, 2)
+        rep = r.retrieve_study(node, m, ctx, attempt=1, retry=policy)
+        took = time.monotonic() - asked
+    assert (rep.status, rep.reason, rep.retry_in) == ("failed", "cancelled", None)
+    assert took < 3.0, took  # poll 0.2 + grace 1.0, far below the 30 s DIMSE timeout

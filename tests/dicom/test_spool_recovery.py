@@ -173,7 +173,8 @@ def test_orphans_registered_quarantined_or_left_alone(
                                series_key="s" * 64, study_key="t" * 64,
                                sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
                                transfer_syntax="1.2.840.10008.1.2.1", spool_path=str(known),
-                               calling_ae="STORESCU", size_bytes=size, status="received"))
+                               node="local", calling_ae="STORESCU", size_bytes=size,
+                               status="received"))
     spool.write([exam.files[1].read_bytes()])  # a second copy of an instance already held
     spool.write([exam.files[2].read_bytes()[:-100]])  # truncated
     spool.write([b"this is not a DICOM file"])

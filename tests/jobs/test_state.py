@@ -41,7 +41,7 @@ def _received(db: str, keys: SiteKeys, n: int, study: str = STUDY) -> list[int]:
             r = ReceivedInstance(sop_key=uid_key(keys, f"{study}.{i}"), series_key="s",
                                  study_key=uid_key(keys, study), sop_class_uid="1.2",
                                  transfer_syntax="1.2.840.10008.1.2.1",
-                                 spool_path=f"/spool/{i}.dcm", calling_ae="PACS1",
+                                 spool_path=f"/spool/{i}.dcm", node="n1", calling_ae="PACS1",
                                  size_bytes=1, status="received")
             s.add(r)
             s.flush()
@@ -67,9 +67,9 @@ def test_happy_path_completes_once(settings: Settings, site_keys: SiteKeys, jobs
     with S() as s:
         assert claim_study(s, sid, 60) is not None
         assert claim_study(s, sid, 60) is None
-        rows = [link_received(s, rid, node="n1") for rid in _received(jobs_db, site_keys, 2)]
+        rows = [link_received(s, rid) for rid in _received(jobs_db, site_keys, 2)]
         assert all(needs and row and row.job_id == job_id for row, needs in rows)
-        again, _ = link_received(s, rows[0][0].received_id, node="n1")
+        again, _ = link_received(s, rows[0][0].received_id)
         assert again is not None and again.id == rows[0][0].id  # duplicate delivery
         retrieval_finished(s, sid, complete=True, reason=None)
         assert refresh_job(s, job_id) == "de-identifying"
@@ -99,7 +99,7 @@ def test_stale_claim_is_taken_over_and_swept(
     with S() as s:
         claim_study(s, sid, 60)
         [rid] = _received(jobs_db, site_keys, 1)
-        row, _ = link_received(s, rid, node="n1")
+        row, _ = link_received(s, rid)
         assert row is not None and claim_instance(s, row.id, 60) is not None
         # the worker holding it is SIGKILLed: its claim ages past the stale limit
         s.execute(update(JobInstance).values(claimed_at=utcnow() - timedelta(seconds=120)))
@@ -120,7 +120,7 @@ def test_unlinked_and_queued_work_is_found_at_startup(
         assert recovery.sweep(s, stale_s=60).jobs == []  # just submitted: its message is in flight
         res = recovery.sweep(s, stale_s=60, startup=True)
         assert res.jobs == [job_id] and res.unlinked == [rid]
-        row, needs = link_received(s, rid, node="n1")
+        row, needs = link_received(s, rid)
         assert needs and row is not None and row.job_id is None  # no job asked: still cleaned
 
 
@@ -132,7 +132,7 @@ def test_dead_letter_fails_the_job_and_retry_revives(
     with S() as s:
         claim_study(s, sid, 60)
         [rid] = _received(jobs_db, site_keys, 1)
-        row, _ = link_received(s, rid, node="n1")
+        row, _ = link_received(s, rid)
         assert row is not None
         retrieval_finished(s, sid, complete=True, reason=None)
         recovery.dead_letter(s, task=TaskName.DEIDENTIFY_INSTANCE, target=str(row.id),

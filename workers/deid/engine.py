@@ -12,8 +12,6 @@ the write and the audit commit, which is that order anyway).
 
 from __future__ import annotations
 
-import logging
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,14 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 from service.audit.types import Mapping, MappingKind
-from service.core.errors import PixelRefused, PolicyRefused, Rejected, UnsupportedSopClass
+from service.core import logs
+from service.core.errors import (
+    PixelRefused,
+    PolicyRefused,
+    Rejected,
+    UnsupportedSopClass,
+    transient,
+)
 from service.core.keys import SiteKeys
 from service.dicom.elements import tag_text
 from workers.deid import pixels
@@ -38,25 +43,14 @@ from workers.deid.vocabulary import CID7050, Option
 from workers.deid.writer import write_outcome
 
 STORAGE_ROOT = "1.2.840.10008.5.1.4."
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-
-
-class _WithholdValues(logging.Filter):
-    """pydicom quotes element values in its warnings ("Invalid value for VR PN: '...'"):
-    values are PHI, so the quoted parts are withheld before any handler sees the record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if "'" in msg or '"' in msg:
-            record.msg, record.args = _QUOTED.sub("<value withheld>", msg), None
-        return True
 
 
 def _protect_logs() -> None:
-    log = logging.getLogger("pydicom")
-    if not any(isinstance(f, _WithholdValues) for f in log.filters):
-        log.addFilter(_WithholdValues())
-    # the same messages also go out as warnings (stderr); the logger copy above suffices
+    """pydicom quotes element values in its warnings: the PHI filters of ``service.core.logs``
+    go on the handlers that write them (the process's start installs them too; this covers a
+    process that only imports the engine)."""
+    logs.protect_all()
+    # the same messages also go out as warnings (stderr); the logged copy suffices
     warnings.filterwarnings("ignore", message=r"(?s).*(Invalid value|is not valid for elements)",
                             category=UserWarning)
 
@@ -100,6 +94,8 @@ class Deidentifier:
         except Rejected:
             raise
         except Exception as exc:  # fail closed: never half-cleaned output
+            if transient(exc):  # the machine's fault, not the input's: the base task retries
+                raise
             raise PolicyRefused(f"policy could not be applied ({type(exc).__name__})",
                                 code="engine-error") from None
         survivor = find_survivor(ds, prep.needles, ctx.generated)
@@ -194,6 +190,8 @@ class Deidentifier:
         try:
             needles = identity_needles(ds)
         except Exception as exc:
+            if transient(exc):
+                raise
             raise PolicyRefused(f"data set cannot be parsed ({type(exc).__name__})",
                                 code="malformed-element") from None
         return _Prepared(src, ctx, original, needles)
@@ -256,6 +254,8 @@ class Deidentifier:
         except Rejected:
             raise
         except Exception as exc:
+            if transient(exc):
+                raise
             raise PixelRefused(f"pixel stage failed ({type(exc).__name__})") from None
         finally:
             if view is not None:

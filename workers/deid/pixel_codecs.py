@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID
 
-from service.core.errors import PixelRefused
+from service.core.errors import PixelRefused, transient
 
 NATIVE = {
     "1.2.840.10008.1.2": "<",
@@ -144,7 +144,9 @@ def reduced_j2k(stream: bytes | memoryview, reduce: int, info: J2KInfo) -> np.nd
             im.reduce = reduce  # type: ignore[method-assign, assignment]
             im.load()
             arr = np.asarray(im)
-    except Exception:  # any Pillow failure means "look the expensive way", never "clean"
+    except Exception as exc:  # a Pillow failure means "look the expensive way", never "clean"
+        if transient(exc):  # out of memory is not a decoding failure
+            raise
         return None
     if arr.dtype == np.uint8 and info.precision <= 8:
         return arr
@@ -175,6 +177,8 @@ def decode(header: Dataset, value: bytes | memoryview, transfer_syntax: str) -> 
     try:
         arr = pixel_array(ds, raw=not photometric.startswith("YBR_FULL"))
     except Exception as exc:
+        if transient(exc):
+            raise
         raise PixelRefused(
             f"pixel data cannot be decoded ({type(exc).__name__})", code="pixel-undecodable"
         ) from exc

@@ -31,11 +31,13 @@ pixel_text.py finds and blanks text on one frame; pixel_codecs.py decodes and en
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from service.core.errors import PixelRefused
+from service.core.errors import PixelRefused, transient
 from workers.deid import pixel_codecs
 from workers.deid.outcome import PixelDecision
 from workers.deid.pixel_text import (
@@ -189,13 +191,27 @@ def clean_pixels(
     alive would stop the caller from releasing the map.
     """
     refusal: tuple[str, str] | None = None
+    fault: BaseException | None = None
     try:
         return _clean(header, pixel_value, str(transfer_syntax), options)
     except PixelRefused as exc:
         refusal = (exc.reason, exc.code)
     except Exception as exc:  # fail closed on anything unexpected, without values in the text
-        refusal = (f"pixel check failed ({type(exc).__name__})", "pixel-error")
+        if transient(exc):  # the machine's fault (memory, disk): retried, not a refusal
+            fault = _bare(exc)
+        else:
+            refusal = (f"pixel check failed ({type(exc).__name__})", "pixel-error")
+    if fault is not None:
+        raise fault from None
+    assert refusal is not None
     raise PixelRefused(refusal[0], code=refusal[1])
+
+
+def _bare(exc: BaseException) -> BaseException:
+    """The same fault without its traceback (see ``clean_pixels``) or any message text."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return type(exc)(exc.errno, os.strerror(exc.errno))
+    return type(exc)()
 
 
 def _clean(header: Dataset, pixel_value: bytes | memoryview, ts: str,

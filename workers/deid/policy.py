@@ -10,6 +10,7 @@ The schema is documented in policies/README.md.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -76,13 +77,16 @@ class Policy:
         return f"Policy(name={self.name!r}, version={self.version!r}, layers={self.layers!r})"
 
 
-_LAYER_CACHE: dict[tuple[str, int, int], Layer] = {}
+_LAYER_CACHE: dict[tuple[str, str], Layer] = {}
 
 
 def parse_layer(path: Path) -> Layer:
-    """Validate one YAML file (cached by path, size and mtime: layers are immutable models)."""
-    st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size)
+    """Validate one YAML file, cached by path and content hash (layers are immutable models).
+
+    By content, not size and mtime: an edit that keeps both (a copy with ``cp -p``, a
+    restored backup, two edits within the clock's resolution) must not leave a stale layer."""
+    data = path.read_bytes()
+    key = (str(path), hashlib.sha256(data).hexdigest())
     layer = _LAYER_CACHE.get(key)
     if layer is None:
         layer = _LAYER_CACHE[key] = _parse_layer(path)
@@ -188,6 +192,18 @@ def merge(layers: list[tuple[Path, Layer]]) -> Policy:
         age_cap_years=scalars.get("age_cap_years"),
         pixels=scalars.get("pixels") or PixelsSection(),
     )
+
+
+def policy_fingerprint(name_or_path: str | Path) -> str:
+    """SHA-256 over the content of every layer file of a policy, in ``extends`` order.
+
+    Workers keep a loaded engine per policy; they key it by this, so an edited policy file
+    (or an edited layer it extends) is picked up by the next task, and the policy the API
+    checked at submission is the one the workers apply."""
+    h = hashlib.sha256()
+    for path, _layer in _layers(resolve_policy_path(name_or_path)):
+        h.update(str(path).encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def load_policy(name_or_path: str | Path) -> Policy:

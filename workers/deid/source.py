@@ -22,7 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
-from service.core.errors import NotDicom, PolicyRefused, Truncated
+from service.core.errors import NotDicom, PolicyRefused, Truncated, transient
 from service.dicom.elements import (
     PIXEL_TAGS,
     SEQ_END,
@@ -98,7 +98,11 @@ def read_source(path: Path) -> Source:
         raise
     except (EOFError, struct.error):
         raise Truncated("file ends inside the data set") from None
-    except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+    except OSError as exc:
+        if transient(exc):  # a disk error or a full machine: retried, the input is not refused
+            raise
+        raise NotDicom(f"unreadable DICOM data set ({type(exc).__name__})") from None
+    except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
         raise NotDicom(f"unreadable DICOM data set ({type(exc).__name__})") from None
 
 

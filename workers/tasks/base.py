@@ -1,6 +1,12 @@
-"""The one base task: it maps the exception hierarchy to what happens to a message.
+"""The one base task: it maps the exception hierarchy to what happens to a message, by the one
+table of rules in ``service.core.errors.OUTCOMES`` (first match wins):
 
-- ``Rejected``: the input is refused (the pipeline has already quarantined it); no retry.
+- a transient fault of the machine (``MemoryError``, ``OSError`` ENOSPC/EIO/...): retried, even
+  where it surfaced inside the engine (the engine lets it through rather than refuse the input);
+- ``Rejected``: the input is refused (the pipeline has already quarantined it); no retry;
+- a ``Retryable`` marked ``permanent`` (a PACS rejecting our AE for good) and a
+  ``ConfigurationError``: retrying cannot help; the work fails now (``on_failed``: by default
+  dead-lettered at once, so an operator can retry it after the fix);
 - ``Retryable`` and anything unexpected: retry with exponential backoff and jitter; after
   ``task_max_retries`` the task is dead-lettered in the database with its reason (PHI-free), and
   the work it stood for is marked so the job ends failed and can be retried (CLI and API).
@@ -25,7 +31,7 @@ from celery.exceptions import Retry
 from sqlalchemy.orm import Session
 
 from service.core.config import Settings
-from service.core.errors import DeidgateError, Rejected
+from service.core.errors import DeidgateError, Outcome, Rejected, error_code, outcome_of
 from service.core.keys import SiteKeys
 from service.core.queues import TaskName
 from service.db.session import get_sessionmaker, session_scope
@@ -46,7 +52,7 @@ def safe_reason(exc: BaseException) -> str:
     message may quote a value from the dataset)."""
     if isinstance(exc, DeidgateError):
         return f"{exc.code}: {exc.reason}"[:500]
-    return f"internal: {type(exc).__name__}"
+    return f"internal: {error_code(exc)}"
 
 
 class DeidgateTask(Task):
@@ -72,27 +78,38 @@ class DeidgateTask(Task):
             return self.run(*args, **kwargs)
         except Retry:
             raise
-        except Rejected as exc:
+        except Exception as exc:
+            return self._decide(args, exc)
+
+    def _decide(self, args: tuple[Any, ...], exc: Exception) -> dict[str, Any]:
+        decided = outcome_of(exc)
+        if decided is Outcome.REFUSE and isinstance(exc, Rejected):
             log.info("%s %s refused: %s", self.name, args[:1], exc.code)
             self.on_refused(args, exc)
             return {"status": "refused", "code": exc.code}
-        except Exception as exc:
-            reason = safe_reason(exc)
-            self.release(args)
-            tries = self.request.retries
-            if tries < self.settings.task_max_retries and not self.request.is_eager:
-                delay = min(300.0, self.settings.task_retry_base_s * 2**tries)
-                delay *= 0.5 + random.random()  # noqa: S311 - jitter, not security
-                log.warning("%s %s failed (%s); retry %d in %.1fs", self.name, args[:1], reason,
-                            tries + 1, delay)
-                raise self.retry(countdown=delay, max_retries=None) from None
-            log.error("%s %s dead-lettered after %d attempts: %s", self.name, args[:1],
-                      tries + 1, reason)
-            with session_scope(self.settings.db_url) as s:
-                dead_letter(s, task=TaskName(self.name), target=str(args[0]) if args else "",
-                            reason=reason, attempts=tries + 1)
-            self.after_dead(args)
-            return {"status": "dead-lettered", "reason": reason}
+        reason = safe_reason(exc)
+        self.release(args)
+        tries = self.request.retries
+        if decided is Outcome.FAIL:
+            log.error("%s %s failed (%s); retrying cannot help", self.name, args[:1], reason)
+            self.on_failed(args, reason, tries + 1)
+            return {"status": "failed", "reason": reason}
+        if tries < self.settings.task_max_retries and not self.request.is_eager:
+            delay = min(300.0, self.settings.task_retry_base_s * 2**tries)
+            delay *= 0.5 + random.random()  # noqa: S311 - jitter, not security
+            log.warning("%s %s failed (%s); retry %d in %.1fs", self.name, args[:1], reason,
+                        tries + 1, delay)
+            raise self.retry(countdown=delay, max_retries=None) from None
+        log.error("%s %s dead-lettered after %d attempts: %s", self.name, args[:1],
+                  tries + 1, reason)
+        self.dead_letter(args, reason, tries + 1)
+        return {"status": "dead-lettered", "reason": reason}
+
+    def dead_letter(self, args: tuple[Any, ...], reason: str, attempts: int) -> None:
+        with session_scope(self.settings.db_url) as s:
+            dead_letter(s, task=TaskName(self.name), target=str(args[0]) if args else "",
+                        reason=reason, attempts=attempts)
+        self.after_dead(args)
 
     def retry_later(self, args: tuple[Any, ...], countdown: float) -> NoReturn:
         """Give the row back and have this message delivered again after ``countdown`` s."""
@@ -102,6 +119,10 @@ class DeidgateTask(Task):
     # per-task hooks
     def on_refused(self, args: tuple[Any, ...], exc: Rejected) -> None:
         pass
+
+    def on_failed(self, args: tuple[Any, ...], reason: str, attempts: int) -> None:
+        """Retrying cannot help: dead-lettered now, for an operator to retry after the fix."""
+        self.dead_letter(args, reason, attempts)
 
     def release(self, args: tuple[Any, ...]) -> None:
         pass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from service.core.config import Settings
-from service.core.queues import TaskName
+from service.core.queues import TaskName, node_name
 from service.db.models.jobs import Job, JobStudy
 from service.db.session import get_sessionmaker, session_scope
 from service.db.states import StudyState
@@ -44,7 +44,8 @@ def study_complete(settings: Settings, study_id: int, job_id: str) -> None:
         job = s.get(Job, job_id)
         dest = job.destination if job else None
     if dest:
-        enqueue(settings, TaskName.FORWARD_STUDY, study_id)
+        # the output store it sends from is this host's (the last instance was written here)
+        enqueue(settings, TaskName.FORWARD_STUDY, study_id, node=node_name(settings))
     enqueue_scoring(settings, study_id)
 
 

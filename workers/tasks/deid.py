@@ -35,9 +35,19 @@ from workers.tasks.completion import after_instance
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=16)
 def deidentifier(policy: str, key_path: Path, project: str) -> Any:
-    """One engine per policy per pool process (loaded once, kept warm)."""
+    """One engine per policy version per pool process (loaded once, kept warm).
+
+    Keyed by the policy files' content hash, read on every call (a few kilobytes): a policy
+    edited after the worker started is applied from the next task on, as the API's check at
+    submission already sees it; a name alone would keep the old rules until a restart."""
+    from workers.deid.policy import policy_fingerprint
+
+    return _deidentifier(policy, policy_fingerprint(policy), key_path, project)
+
+
+@lru_cache(maxsize=16)
+def _deidentifier(policy: str, fingerprint: str, key_path: Path, project: str) -> Any:
     from workers.deid.engine import Deidentifier  # the engine's imports are heavy: first use
     from workers.deid.policy import load_policy
 

@@ -12,11 +12,14 @@ from typing import Any
 
 from celery import shared_task
 
-from service.core.queues import TaskName, node_name
+from service.core.queues import TaskName
 from service.db.models.jobs import Job, JobStudy
-from service.db.session import session_scope
+from service.db.session import get_sessionmaker, session_scope
+from service.db.states import JobState, StudyState
+from service.dicom.find import SeriesFilter
+from service.dicom.sopclasses import MODALITY_OF
 from service.jobs import pacs
-from service.jobs.routing import enqueue
+from service.jobs.routing import enqueue_deidentify
 from service.jobs.schemas import unseal
 from service.jobs.transitions import (
     adopt_known,
@@ -27,6 +30,36 @@ from service.jobs.transitions import (
 )
 from workers.tasks.base import DeidgateTask
 from workers.tasks.completion import after_instance
+
+
+def series_filter(policy_name: str, modalities: str | None) -> SeriesFilter | None:
+    """Which series a job's retrieval moves. The job's ``modalities`` option decides when
+    given; otherwise the policy: a policy that accepts a list of SOP classes moves only the
+    series of their modalities (MG for mammography-screening) and, where the PACS returns a
+    series' SOP class, only accepted classes. A policy accepting any storage class: None
+    (the whole study, as one C-MOVE)."""
+    if modalities:
+        return SeriesFilter(modalities=frozenset(modalities.split(",")),
+                            source="job option modalities")
+    from workers.deid.policy import load_policy
+
+    sc = load_policy(policy_name).sop_classes
+    refused = frozenset(r.uid for r in sc.refuse)
+    if isinstance(sc.accept, str):
+        return None
+    accepted = frozenset(sc.accept)
+    mods = {MODALITY_OF.get(uid) for uid in accepted}
+    return SeriesFilter(
+        modalities=None if None in mods else frozenset(m for m in mods if m is not None),
+        sop_classes=accepted, refused_classes=refused, source=f"policy {policy_name}")
+
+
+def _cancelled(db_url: str, study_id: int, job_id: str) -> bool:
+    with get_sessionmaker(db_url)() as s:
+        st = s.get(JobStudy, study_id, populate_existing=True)
+        job = s.get(Job, job_id, populate_existing=True)
+        return (st is None or st.state == StudyState.CANCELLED
+                or job is None or job.state == JobState.CANCELLED)
 
 
 class RetrieveTask(DeidgateTask):
@@ -56,14 +89,18 @@ def retrieve_study(self: DeidgateTask, study_id: int) -> dict[str, Any]:
         assert job is not None
         uid = unseal(self.keys, st.uid_sealed, aad=f"study:{st.job_id}:{st.idx}")
         source, expected, job_id, attempt = job.pacs, st.expected, job.id, st.attempts
-    outcome = pacs.retrieve(settings, source, uid, expected, attempt=attempt)
+        policy, modalities = job.policy, job.modalities
+    outcome = pacs.retrieve(
+        settings, source, uid, expected, attempt=attempt,
+        series_filter=series_filter(policy, modalities),
+        should_stop=lambda: _cancelled(settings.db_url, study_id, job_id))
     if outcome.retry_in is not None:
         self.retry_later((study_id,), outcome.retry_in)
     with self.session() as s:
-        todo = adopt_known(s, study_id, node=node_name(settings))
+        todo = adopt_known(s, study_id)  # (instance, the node holding its file)
         retrieval_finished(s, study_id, complete=outcome.complete, reason=outcome.reason,
-                           expected=outcome.expected)
-    for iid in todo:
-        enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, iid)
+                           expected=outcome.expected, skipped=outcome.skipped,
+                           skipped_reason=outcome.skipped_reason)
+    enqueue_deidentify(settings, todo)
     after_instance(settings, study_id, job_id)
     return {"status": "ok", "complete": outcome.complete}

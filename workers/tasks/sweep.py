@@ -14,7 +14,7 @@ from service.core.queues import TaskName, node_name
 from service.db.session import get_sessionmaker, session_scope
 from service.jobs import recovery
 from service.jobs.heartbeat import record_sweep
-from service.jobs.routing import enqueue
+from service.jobs.routing import enqueue, enqueue_deidentify
 from service.jobs.transitions import link_received
 from workers.tasks.base import DeidgateTask
 from workers.tasks.completion import scoring_enabled, study_complete
@@ -33,19 +33,18 @@ def run_sweep(settings: Settings, *, startup: bool = False) -> dict[str, int]:
     with get_sessionmaker(settings.db_url)() as s:
         res = recovery.sweep(s, stale_s=settings.task_stale_s, startup=startup,
                              score=scoring_enabled(settings))
-        linked = []
+        linked: list[tuple[int, str]] = []
         for rid in res.unlinked:
-            row, needs = link_received(s, rid, node=node)
+            row, needs = link_received(s, rid)
             if row is not None and needs:
-                linked.append(row.id)
+                linked.append((row.id, row.node))
     for jid in res.jobs:
         enqueue(settings, TaskName.RESOLVE_JOB, jid)
     for sid in res.studies:
         enqueue(settings, TaskName.RETRIEVE_STUDY, sid)
-    for iid, inode in res.instances:
-        enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, iid, node=inode or node)
-    for iid in linked:
-        enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, iid)
+    # each to the node whose spool holds its file, wherever this sweep runs
+    enqueue_deidentify(settings, res.instances)
+    enqueue_deidentify(settings, linked)
     for sid, jid in res.completed:
         study_complete(settings, sid, jid)
     for sid in res.scoring:

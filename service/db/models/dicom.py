@@ -71,6 +71,9 @@ class ReceivedInstance(Base):
     sop_class_uid: Mapped[str] = mapped_column(String(64))  # a standard class, not PHI
     transfer_syntax: Mapped[str] = mapped_column(String(64))
     spool_path: Mapped[str] = mapped_column(String(1024))
+    # the host whose spool holds the file (``queues.node_name``): its de-identification is
+    # routed to ``deid.<node>`` whoever enqueues it (a sweep, a retry on another host)
+    node: Mapped[str] = mapped_column(String(64), index=True)
     calling_ae: Mapped[str] = mapped_column(String(16))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[datetime] = mapped_column(TS, default=utcnow, index=True)
@@ -78,6 +81,20 @@ class ReceivedInstance(Base):
                                                    default=ReceivedStatus.RECEIVED, index=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AssociationLease(Base):
+    """One open association to a PACS, held by one process on one host until ``expires_at``
+    (renewed while it lasts). The per-node association limit is the number of slots: a slot is
+    taken by a conditional insert, or an update of an expired lease (its holder died), so every
+    process on every host counts against the same limit."""
+
+    __tablename__ = "dicom_association_leases"
+
+    peer: Mapped[str] = mapped_column(String(160), primary_key=True)  # "AE@host:port"
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(96))  # host:pid:random, for the operator
+    expires_at: Mapped[datetime] = mapped_column(TS)
 
 
 class AssociationAttempt(Base):

@@ -39,6 +39,8 @@ class Job(Base):
     destination: Mapped[str | None] = mapped_column(String(64), nullable=True)
     selector: Mapped[str] = mapped_column(String(32))  # which kind of request; not the values
     requested: Mapped[int] = mapped_column(Integer, default=0)  # how many values were asked for
+    # the job option: retrieve only series of these modalities ("MG,CT"); None: the policy's
+    modalities: Mapped[str | None] = mapped_column(String(200), nullable=True)
     request_sealed: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM, site encryption key
     actor: Mapped[str] = mapped_column(String(128), default="")
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -70,6 +72,9 @@ class JobStudy(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     forwarded: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # instances in series the retrieval did not move (filter), and why, per series
+    skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
