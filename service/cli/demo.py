@@ -2,8 +2,11 @@
 
 Starts what ``deidgate serve`` starts (API, listener, worker), plus a sample PACS holding
 synthetic screening exams; registers it as a PACS node and allows its AE; creates an admin and a
-staff token; queues an extraction job for every sample exam; shows progress; prints where to
-look. Keeps serving until Ctrl-C (``--exit-when-done`` for CI).
+staff token; makes the synthetic demo model the active scoring model (trained and cached in the
+data folder on first use: ``synthetic/demo_model.py``); queues an extraction job for every
+sample exam; shows progress; ends with the exams ranked as the worklist ranks them, labelled
+"synthetic demo model, not for clinical use"; prints where to look. Keeps serving until Ctrl-C
+(``--exit-when-done`` for CI).
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from service.cli.common import exit_for, fail, state
 from service.core import logs
+from service.core.config import Settings
 from service.core.errors import DeidgateError
 from service.db.states import JobState
 
@@ -49,8 +54,11 @@ def demo(
     = False,
     exit_when_done: Annotated[bool, typer.Option("--exit-when-done")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="give up waiting after s")] = 900,
+    score: Annotated[bool, typer.Option(
+        "--score/--no-score", help="score the exams (the synthetic demo model, trained and "
+                                   "cached in the data folder on first use)")] = True,
 ) -> None:
-    """Run the gateway against a sample PACS of synthetic exams and extract them all."""
+    """Run the gateway against a sample PACS of synthetic exams, extract and score them all."""
     logs.install(level=logging.WARNING)  # the PHI filters on whatever writes lines
     # the server-less broker has no host name; kombu's warning about it is noise in a demo
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
@@ -69,9 +77,12 @@ def demo(
     db_url = st.db_url()
     keys = st.keys()
     typer.echo(f"data folder  {settings.home}")
+    model = _DemoModelThread(settings) if score else None  # trains while the PACS fills
     typer.echo(f"generating {exams} synthetic screening exams for the sample PACS ...")
     folder = settings.home / "sample-pacs"
     accessions = populate(folder, exams, full_size=full_size)
+    if model is not None:
+        model.activate()
 
     if not _port_free(settings.api_host, settings.api_port):
         settings.api_port = _free_port()
@@ -117,6 +128,8 @@ def demo(
             typer.echo(f"job          {view.id} queued for {len(accessions)} exams")
             v = wait_for(db_url, view.id, timeout=timeout)
             typer.echo(_progress_line(v))
+            if model is not None:
+                print_worklist(db_url, view.id)
             url = emb.api_url
             typer.echo("")
             typer.echo(f"API          {url}/api/v1   (interactive docs: {url}/docs)")
@@ -141,6 +154,86 @@ def demo(
             typer.echo("stopping ...", err=True)
             emb.stop()
             worker_log.close()
+
+
+class _DemoModelThread:
+    """The demo model, built in a thread (first run: minutes on the CPU; then cached) while the
+    sample PACS is generated; ``activate`` waits for it and makes it the active model unless the
+    site configured or registered a model of its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.configured: str | None = None
+        self.thread = threading.Thread(target=self._run, name="demo-model", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from synthetic.demo_model import demo_model_dir, ensure_demo_model
+        from workers.score.card import load_card
+        from workers.score.registry import active_folder
+
+        try:
+            current = active_folder(self.settings)
+            if current is not None and not load_card(current).synthetic_demo:
+                self.configured = load_card(current).display_name  # the site's own: no demo
+                return
+            if not demo_model_dir(self.settings.home).exists():
+                typer.echo("training the synthetic demo model on the CPU (first run only; "
+                           "cached in the data folder) ...")
+            self.result = ensure_demo_model(self.settings.home)
+        except BaseException as exc:  # reported by activate(), in the main thread
+            self.error = exc
+
+    def activate(self) -> None:
+        from workers.score.registry import register
+
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        if self.configured is not None:
+            typer.echo(f"scoring      {self.configured} (configured)")
+            return
+        reg = register(self.settings, self.result.folder)
+        how = f"trained in {self.result.seconds:.0f} s" if self.result.trained else "cached"
+        typer.echo(f"scoring      {reg.card.display_name} ({how})")
+
+
+def print_worklist(db_url: str, job_id: str) -> None:
+    """The job's exams as the worklist ranks them (score, highest first), labelled by model."""
+    from sqlalchemy import select
+
+    from service.db.models.jobs import JobStudy
+    from service.db.models.triage import ScoreResult, TriageEntry
+    from service.db.session import session_scope
+    from workers.score.card import DEMO_NOTICE
+
+    with session_scope(db_url) as s:
+        rows = list(s.execute(
+            select(TriageEntry, ScoreResult)
+            .join(ScoreResult, ScoreResult.id == TriageEntry.result_id)
+            .join(JobStudy, JobStudy.pseudo_uid == TriageEntry.exam)
+            .where(JobStudy.job_id == job_id)
+            .order_by(TriageEntry.score.desc(), TriageEntry.arrived_at.asc())).tuples())
+        unscored = [st.reason for st in s.scalars(select(JobStudy).where(
+            JobStudy.job_id == job_id, JobStudy.reason.like("not scored%")))]
+    typer.echo("")
+    if not rows:
+        typer.echo("worklist     no exam was scored" + (f" ({unscored[0]})" if unscored else ""))
+        return
+    models = sorted({f"{r.model_name} {r.model_version}" + (f" ({DEMO_NOTICE})" if r.demo else "")
+                     for _, r in rows})
+    typer.echo(f"worklist     ranked by {', '.join(models)}")
+    if any(r.demo for _, r in rows):
+        typer.echo(f"             {DEMO_NOTICE.upper()}: scores mean nothing about any woman")
+    typer.echo(f"  {'rank':>4}  {'score':>6}  {'category':<13}  {'views':>5}  exam (pseudonymous)")
+    for i, (e, r) in enumerate(rows, 1):
+        note = f"  [{r.note}]" if r.note else ""
+        typer.echo(f"  {i:>4}  {e.score:6.3f}  {e.category:<13}  {len(r.views):>5}  "
+                   f"{e.exam}{note}")
+    if unscored:
+        typer.echo(f"  {len(unscored)} exam(s) not scored: {unscored[0]}")
 
 
 def register(app: typer.Typer) -> None:

@@ -85,11 +85,20 @@ def list_cmd(ctx: typer.Context) -> None:
                    f"preprocessing {c.preprocessing.version}  registered {m.registered_at}")
 
 
-def _exams_in(folder: Path) -> dict[str, tuple[str, str, list[Path]]]:
-    """exam (study UID) -> (woman, vendor, view files) for every DICOM file under ``folder``."""
+def _arrival(h: Any) -> str:
+    """StudyDate + StudyTime as the scores CSV's local ISO time ('' when not recorded)."""
+    d, t = str(h.get("StudyDate", "") or ""), str(h.get("StudyTime", "") or "")
+    if len(d) != 8 or not d.isdigit():
+        return ""
+    t = (t.split(".")[0] + "000000")[:6] if t[:6].isdigit() else "000000"
+    return f"{d[:4]}-{d[4:6]}-{d[6:]}T{t[:2]}:{t[2:4]}:{t[4:6]}"
+
+
+def _exams_in(folder: Path) -> dict[str, tuple[str, str, str, list[Path]]]:
+    """exam (study UID) -> (woman, vendor, arrival, view files) for every MG file in ``folder``."""
     from pydicom import dcmread
 
-    exams: dict[str, tuple[str, str, list[Path]]] = {}
+    exams: dict[str, tuple[str, str, str, list[Path]]] = {}
     for p in sorted(folder.rglob("*.dcm")):
         try:
             h = dcmread(p, stop_before_pixels=True)
@@ -99,8 +108,8 @@ def _exams_in(folder: Path) -> dict[str, tuple[str, str, list[Path]]]:
             continue
         key = str(h.StudyInstanceUID)
         entry = exams.setdefault(key, (str(h.get("PatientID", "")),
-                                       str(h.get("Manufacturer", "") or ""), []))
-        entry[2].append(p)
+                                       str(h.get("Manufacturer", "") or ""), _arrival(h), []))
+        entry[3].append(p)
     return exams
 
 
@@ -163,13 +172,16 @@ def score_cmd(
     taken: set[str] = set()
     cols = ["score"] if len(folders) == 1 else [_column(c, taken) for c in cards]
     try:
-        scores = [_score_many(f, {e: v[2] for e, v in exams.items()}, device,
+        scores = [_score_many(f, {e: v[3] for e, v in exams.items()}, device,
                               settings.score_batch_size) for f in folders]
     except DeidgateError as exc:
         exit_for(exc)
-    header = ["exam", "woman", *cols, "vendor"] + (["label"] if lab else [])
-    rows = ([e, w, *[s[e] for s in scores], vendor] + ([lab[e]] if lab else [])
-            for e, (w, vendor, _) in exams.items()
+    timed = all(v[2] for v in exams.values())  # the column is all or nothing
+    header = ["exam", "woman", *cols, "vendor"] + (["arrival"] if timed else []) + \
+        (["label"] if lab else [])
+    rows = ([e, w, *[s[e] for s in scores], vendor] + ([arrival] if timed else [])
+            + ([lab[e]] if lab else [])
+            for e, (w, vendor, arrival, _) in exams.items()
             if all(e in s for s in scores) and (not lab or e in lab))
     n = _write_csv(out, header, rows)
     for c, col in zip(cards, cols, strict=True):

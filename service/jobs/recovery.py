@@ -19,6 +19,7 @@ from service.core.queues import TaskName
 from service.db.base import utcnow
 from service.db.models.dicom import ReceivedInstance
 from service.db.models.jobs import DeadLetter, Job, JobInstance, JobStudy
+from service.db.models.triage import ScoreResult
 from service.db.states import (
     COMMITTED_INSTANCE_STATES,
     RUNNING_JOB_STATES,
@@ -106,7 +107,10 @@ def _score_dead(session: Session, target: str, reason: str) -> str | None:
     if st is None:
         return None
     if st.state == StudyState.SCORING:
-        st.state, st.reason = StudyState.COMPLETE, f"not scored: {reason}"[:500]
+        scored = st.pseudo_uid is not None and session.scalar(
+            select(ScoreResult.id).where(ScoreResult.exam == st.pseudo_uid).limit(1)) is not None
+        what = "scored, but the SR was not delivered" if scored else "not scored"
+        st.state, st.reason = StudyState.COMPLETE, f"{what}: {reason}"[:500]
     return st.job_id
 
 

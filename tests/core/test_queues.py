@@ -18,7 +18,8 @@ def test_every_task_has_a_route_and_a_dead_letter_meaning() -> None:
     assert set(TASKS) == set(TaskName) == set(WORK)
     assert {t.value for t in TaskName} == {
         "deidgate.resolve_job", "deidgate.retrieve_study", "deidgate.deidentify_instance",
-        "deidgate.forward_study", "deidgate.sweep"}  # names in queued messages never change
+        "deidgate.forward_study", "deidgate.sweep",
+        "deidgate.score_study"}  # names in queued messages never change
 
 
 def test_node_bound_work_goes_to_its_hosts_queue(home: Path) -> None:
@@ -28,6 +29,7 @@ def test_node_bound_work_goes_to_its_hosts_queue(home: Path) -> None:
     assert queue_for(s, TaskName.DEIDENTIFY_INSTANCE, "mammo2") == "deid.mammo2"
     assert queue_for(s, TaskName.FORWARD_STUDY) == "deid.mammo1"
     assert queue_for(s, TaskName.RETRIEVE_STUDY, "mammo2") == "default"
+    assert queue_for(s, TaskName.SCORE_STUDY) == "score"  # GPU hosts, not the deid host
     assert queue_names(s) == ["default", "score", "deid.mammo1"]
     assert node_name(Settings(home=home)) != ""  # the host name by default
 

@@ -27,11 +27,39 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def test_demo_ends_with_a_ranked_worklist(tmp_path: Path) -> None:
+    """Scoring in the demo, with a tiny model configured (the demo model's first training takes
+    minutes: tests/score/test_demo_model.py trains it): every exam scored by the worker, an SR
+    each, and the worklist ranked by score."""
+    from tests.score.conftest import make_tiny_model
+
+    make_tiny_model(tmp_path / "model")
+    home = tmp_path / "data"
+    env = _env(home, DEIDGATE_API_PORT=str(free_port()), DEIDGATE_DICOM_PORT=str(free_port()),
+               DEIDGATE_DICOM_HOST="127.0.0.1", DEIDGATE_SCORE_MODEL=str(tmp_path / "model"))
+    res = subprocess.run([*CLI, "demo", "--exams", "2", "--exit-when-done", "--timeout", "200"],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    out = res.stdout
+    assert "done: studies 2/2 complete, 2 scored; instances 8/8 done" in out + res.stderr
+    assert "scoring      tiny 1 (configured)" in out
+    assert "worklist     ranked by tiny 1" in out
+    ranked = re.findall(
+        r"^ +(\d) +(\d\.\d{3}) +(likely-normal|standard|priority) +4 +(2\.25\.\d+)$", out, re.M)
+    assert [r[0] for r in ranked] == ["1", "2"]
+    assert float(ranked[0][1]) >= float(ranked[1][1])
+    srs = [p for p in (home / "output").rglob("*.dcm")
+           if p.read_bytes()[128:132] == b"DICM" and b"1.2.840.10008.5.1.4.1.1.88.33" in
+           p.read_bytes()[:2000]]
+    assert len(srs) == 2
+
+
 def test_demo_on_a_fresh_data_folder(tmp_path: Path) -> None:
     home = tmp_path / "data"
     env = _env(home, DEIDGATE_API_PORT=str(free_port()), DEIDGATE_DICOM_PORT=str(free_port()),
                DEIDGATE_DICOM_HOST="127.0.0.1")
-    res = subprocess.run([*CLI, "demo", "--exams", "2", "--exit-when-done", "--timeout", "120"],
+    res = subprocess.run([*CLI, "demo", "--exams", "2", "--exit-when-done", "--timeout", "120",
+                          "--no-score"],  # scoring: test_demo_ends_with_a_ranked_worklist
                          env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     out = res.stdout

@@ -43,6 +43,10 @@ def _write_views(settings: Settings, woman: int, *, drop: tuple[str, ...] = ()) 
         if f"{v.laterality}-{v.view}" in drop:
             continue
         ds = v.dataset
+        for kw in ("PatientBirthDate", "PatientSex", "StudyTime", "ReferringPhysicianName",
+                   "StudyID", "InstitutionName", "StationName", "DeviceSerialNumber"):
+            if kw in ds:  # as the de-identification policy leaves them: absent
+                delattr(ds, kw)
         p = (settings.output_dir / str(ds.PatientID) / str(ds.StudyInstanceUID)
              / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm")
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +132,7 @@ def test_study_is_scored_into_result_worklist_and_sr(scoring: Settings,
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     ours = [e for e in sr.ContributingEquipmentSequence if e.Manufacturer == "deidgate"]
     assert ours and ours[0].DeviceUID == r.device_uid
+    assert sr.SeriesDescription == "Triage score, tiny 1"
     measured = {}
     for item in _walk(sr.ContentSequence):
         code = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item \
@@ -267,3 +272,61 @@ def test_sr_is_stored_to_a_real_pacs(scoring: Settings, site_keys: SiteKeys,
         assert tags["StudyInstanceUID"] == exam
         assert tags["SOPInstanceUID"] == pydicom.dcmread(out.sr_path).SOPInstanceUID
         assert tags["VerificationFlag"] == "UNVERIFIED"
+
+
+def test_cli_export_scores_and_compare_two_models(scoring: Settings, site_keys: SiteKeys,
+                                                  tmp_path: Path) -> None:
+    """`model export-scores` and `model compare` (stored results, then --rescore)."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    settings = scoring
+    sids = [_study(settings, site_keys, _write_views(settings, w))[1] for w in (8, 9, 10)]
+    a_folder = settings.score_model
+    for sid in sids:
+        assert score_study(settings, sid).status == "scored"
+    b_folder = tmp_path / "b"
+    make_tiny_model(b_folder, seed=3, version="2")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DEIDGATE_")}
+        env.update(DEIDGATE_HOME=str(settings.home), DEIDGATE_DATABASE_URL=settings.db_url)
+        return subprocess.run([sys.executable, "-m", "service.cli.main", *args], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    out = cli("model", "export-scores", "--model", str(a_folder), "--out",
+              str(tmp_path / "a.csv"))
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader((tmp_path / "a.csv").open()))
+    assert len(rows) == 3 and set(rows[0]) == {"exam", "woman", "score", "arrival"}
+    stored = cli("model", "compare", str(a_folder), str(b_folder))
+    assert stored.returncode == 2 and "no exam has scores of both models" in stored.stderr
+    both = cli("model", "compare", str(a_folder), str(b_folder), "--rescore", "--out",
+               str(tmp_path / "ab.csv"))
+    assert both.returncode == 0, both.stderr
+    assert "3 exams (re-scored)" in both.stdout and "Spearman rho" in both.stdout
+    paired = list(csv.DictReader((tmp_path / "ab.csv").open()))
+    assert [k for k in paired[0] if k.startswith("score_")] == ["score_tiny-1", "score_tiny-2"]
+    by_exam = {r["exam"]: float(r["score"]) for r in rows}
+    for r in paired:  # re-scoring model A gives exactly its stored scores
+        assert float(r["score_tiny-1"]) == by_exam[r["exam"]]
+
+
+def test_demo_model_sr_says_so_whole(tmp_path: Path) -> None:
+    """The 64-character Series Description keeps the whole demo notice."""
+    from workers.score.card import DEMO_NOTICE
+    from workers.score.sr import SrModel, SrView, build_sr
+
+    ex = make_lesion_exam(11, cancer=False, seed=0, rows=120, cols=98)
+    dss = [v.dataset for v in ex.views]
+    for ds in dss:
+        del ds.PatientBirthDate  # as after de-identification
+    sr = build_sr(dss, exam_score=0.2, category="likely-normal",
+                  views=[SrView(str(d.SOPInstanceUID), 0.2) for d in dss],
+                  model=SrModel("deidgate-demo", "1", "2.25.9", "b" * 64, True))
+    assert DEMO_NOTICE in sr.SeriesDescription
+    ours = [e for e in sr.ContributingEquipmentSequence if e.Manufacturer == "deidgate"]
+    assert DEMO_NOTICE in ours[0].ContributionDescription and ours[0].DeviceUID == "2.25.9"
+    assert sr.PatientBirthDate == ""

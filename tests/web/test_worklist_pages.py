@@ -139,3 +139,24 @@ def test_unknown_exams_and_rows_without_results(signed_in: SignedIn,
     r = c.get("/worklist/2.25.77")
     assert r.status_code == 200 and "No views are recorded" in r.text
     assert "No accession number is recorded" in r.text
+
+
+def test_pages_are_ranked_as_of_the_first_one(signed_in: SignedIn, migrated_db: str) -> None:
+    now = utcnow()
+    with session_scope(migrated_db) as s:
+        for i in range(30):
+            add_exam(s, f"2.25.{500 + i}", round(0.9 - i * 0.01, 2), "standard",
+                     arrived=now - timedelta(minutes=60 - i))
+    c, _ = signed_in(Role.staff)
+    first = c.get("/worklist")
+    rows = re.findall(r'<tr data-exam="([0-9.]+)"', first.text)
+    assert len(rows) == 25 and rows[0] == "2.25.500"
+    nxt = re.search(r'<a href="(/worklist\?offset=25&amp;as_of=[^"]+)">Next page', first.text)
+    assert nxt, "no next-page link carrying as_of"
+    with session_scope(migrated_db) as s:  # a top score arrives after page 1 was ranked
+        add_exam(s, "2.25.999", 0.99, "priority", arrived=utcnow())
+    second = c.get(nxt.group(1).replace("&amp;", "&"))
+    rows2 = re.findall(r'<tr data-exam="([0-9.]+)"', second.text)
+    assert rows2 == [f"2.25.{525 + i}" for i in range(5)]  # no repeat, no skip
+    assert "Previous page" in second.text
+    assert re.findall(r'<tr data-exam="([0-9.]+)"', c.get("/worklist").text)[0] == "2.25.999"

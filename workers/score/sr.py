@@ -19,6 +19,7 @@ scheme ``99DEIDGATE`` (DICOM PS3.16 8.2: a "99" prefix for local coding schemes)
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,11 +73,26 @@ def sr_uids(exam: str, model_sha256: str) -> tuple[str, str]:
     return _uid("sr-series", exam, model_sha256), _uid("sr-instance", exam, model_sha256)
 
 
+# Type 2 attributes highdicom copies from the first image; de-identification removes some of
+# them (birth date, sex...), and an empty value is what the standard says "unknown" is.
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+          "StudyTime", "ReferringPhysicianName", "AccessionNumber", "StudyID")
+
+
+def _with_type2(ds: Dataset) -> Dataset:
+    out = copy.copy(ds)
+    for kw in _TYPE2:
+        if kw not in out:
+            setattr(out, kw, "")
+    return out
+
+
 def build_sr(evidence: Sequence[Dataset], *, exam_score: float, category: str,
              views: Sequence[SrView], model: SrModel, note: str | None = None) -> Dataset:
     """The SR dataset; ``evidence`` are the scored de-identified images (headers suffice)."""
     if not evidence:
         raise ValueError("an SR needs the images it reports on")
+    evidence = [_with_type2(ds) for ds in evidence]
     exam = str(evidence[0].StudyInstanceUID)
     series_uid, sop_uid = sr_uids(exam, model.sha256)
     label = f"{model.name} {model.version}" + (f" ({DEMO_NOTICE})" if model.demo else "")
@@ -126,7 +142,9 @@ def build_sr(evidence: Sequence[Dataset], *, exam_score: float, category: str,
         evidence=list(evidence), content=report, series_instance_uid=series_uid,
         series_number=9901, sop_instance_uid=sop_uid, instance_number=1,
         manufacturer="deidgate", is_complete=True, is_final=False, is_verified=False,
-        series_description=f"Triage score, {label}"[:64],
+        # LO is 64 characters: the demo notice must survive whole, the name is in the equipment
+        series_description=(f"Triage score: {DEMO_NOTICE}" if model.demo
+                            else f"Triage score, {label}")[:64],
         contributing_equipment=[equipment],
     )
     return sr

@@ -81,7 +81,7 @@
     document.addEventListener("keydown", function (event) {
       if (event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey) { return; }
       var t = event.target;
-      if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(t.tagName))) { return; }
+      if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) { return; }
       var current = selectedIndex(table);
       if (event.key === "j") {
         select(table, current + 1, true);
@@ -90,7 +90,7 @@
         select(table, current < 0 ? 0 : current - 1, true);
         event.preventDefault();
       } else if (event.key === "Enter") {
-        if (t && t.tagName === "A") { return; }  // a focused link opens by itself
+        if (t && (t.tagName === "A" || t.tagName === "BUTTON")) { return; }  // native Enter
         var row = current >= 0 ? rows(table)[current] : null;
         var link = row ? row.querySelector("a.exam-link") : null;
         if (link) { event.preventDefault(); window.location.assign(link.href); }
