@@ -71,7 +71,7 @@ def _study(settings: Settings, keys: SiteKeys, paths: list[Path], *, score: bool
                                  study_key=uid_key(keys, uid), sop_class_uid="1.2",
                                  transfer_syntax="1.2.840.10008.1.2.1",
                                  spool_path=f"/spool/{i}.dcm", calling_ae="PACS1",
-                                 size_bytes=1, status="done", job_id=job_id)
+                                 size_bytes=1, status="done", job_id=job_id, node="n1")
             s.add(r)
             s.flush()
             s.add(JobInstance(received_id=r.id, job_id=job_id, study_id=sid,
