@@ -69,6 +69,7 @@ REASONS = frozenset({
     "tls-certificate-expired", "tls-certificate-not-yet-valid", "tls-certificate-invalid",
     "tls-hostname-mismatch", "tls-client-certificate-required", "tls-certificate-pin-mismatch",
     "tls-certificate-ae-mismatch", "tls-handshake-timeout", "tls-handshake-failed",
+    "tls-not-configured", "tls-pin-conflict", "allowlist-unknown", "inflate-cap",
 })
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 
