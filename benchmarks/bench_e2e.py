@@ -103,6 +103,23 @@ def clone_round(base: list[list[Path]], out: Path, tag: str) -> list[RoundExam]:
     return exams
 
 
+def base_exams(args: argparse.Namespace, rows: int, cols: int, tmp: Path) -> list[list[Path]]:
+    """Generated once (JPEG 2000 encoding of full-size images takes minutes on 2 cores) and
+    kept in ``--cache`` between runs: every round clones them with new UIDs anyway."""
+    cache = Path(args.cache) / f"{args.exams}x{rows}x{cols}-j2k{args.j2k}" if args.cache \
+        else tmp / "base"
+    done = cache / "complete"
+    if not done.exists():
+        shutil.rmtree(cache, ignore_errors=True)
+        for i in range(args.exams):
+            kw: dict[str, Any] = {"rows": rows, "cols": cols}
+            if int((i + 1) * args.j2k) > int(i * args.j2k):  # spread evenly
+                kw["transfer_syntax"] = JPEG2000Lossless
+            fresh_exam(cache / f"{i:03d}", index=i, **kw)
+        done.touch()
+    return [sorted((cache / f"{i:03d}").glob("*.dcm")) for i in range(args.exams)]
+
+
 def load(o: OrthancPeer, files: list[Path]) -> None:
     """Through Orthanc's REST API: it stores each file in its own transfer syntax."""
     o.upload(*files)
@@ -339,24 +356,21 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--size", default="full", help="'full' (4096x3328) or ROWSxCOLS")
     ap.add_argument("--timeline", action="store_true", help="per-stage breakdown per job")
+    ap.add_argument("--cache", default="/var/tmp/deidgate-bench-e2e",
+                    help="where the generated exams are kept between runs ('' : not kept)")
     ap.add_argument("--work-dir", default=None, help="default: a temporary folder in /var/tmp")
     args = ap.parse_args()
     rows, cols = FULL if args.size == "full" else map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory(prefix="bench-e2e-", dir=args.work_dir or "/var/tmp") as d:
         tmp = Path(d)
         t = time.perf_counter()
-        base = []
-        for i in range(args.exams):
-            kw: dict[str, Any] = {"rows": rows, "cols": cols}
-            if int((i + 1) * args.j2k) > int(i * args.j2k):  # spread evenly
-                kw["transfer_syntax"] = JPEG2000Lossless
-            base.append(fresh_exam(tmp / "base" / str(i), index=i, **kw).files)
+        base = base_exams(args, rows, cols, tmp)
         n_files = sum(len(b) for b in base)
         mb = sum(f.stat().st_size for b in base for f in b) / 1e6
         j2k = sum(1 for b in base if dcmread(b[0], stop_before_pixels=True)
                   .file_meta.TransferSyntaxUID == JPEG2000Lossless)
         print(f"{args.exams} exams ({j2k} JPEG 2000 lossless), {n_files} instances {rows}x{cols}, "
-              f"{mb:.0f} MB (generated in {time.perf_counter() - t:.0f} s); {args.rounds} rounds "
+              f"{mb:.0f} MB (ready in {time.perf_counter() - t:.0f} s); {args.rounds} rounds "
               f"per deployment, each on studies new to the gateway", flush=True)
         results: dict[str, dict[str, list[float]]] = {}
         lines: dict[str, list[dict[str, float]]] = {}
