@@ -17,6 +17,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from service.core.config import Settings, load_settings
 from service.core.queues import broker_options, celery_conf, deid_queue
+from service.jobs import policy_check
 from workers.tasks.deid import deidentifier
 from workers.tasks.sweep import run_sweep
 
@@ -110,3 +111,5 @@ def _warm_up(**_: Any) -> None:
         deidentifier(settings.default_policy, settings.site_key_path, settings.project)
     except Exception as exc:  # a broken policy is reported by the task that needs it
         log.warning("warm-up failed (%s)", type(exc).__name__)
+    else:  # submissions of jobs with this policy need not load it again to check it
+        policy_check.remember(settings, settings.default_policy)

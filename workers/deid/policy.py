@@ -190,6 +190,12 @@ def merge(layers: list[tuple[Path, Layer]]) -> Policy:
     )
 
 
+def policy_files(name_or_path: str | Path) -> list[Path]:
+    """The YAML files a policy is made of (its layers, in order); for the submission-time
+    stamp (``service.jobs.policy_check``) that says when a policy must be validated again."""
+    return [p for p, _ in _layers(resolve_policy_path(name_or_path))]
+
+
 def load_policy(name_or_path: str | Path) -> Policy:
     """Load a shipped policy by stem (``mammography-screening``) or a YAML file by path."""
     path = resolve_policy_path(name_or_path)
