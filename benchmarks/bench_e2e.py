@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -340,6 +342,61 @@ def timeline(gw: Gateway, job_id: str, cli_start: float, cli_end: float) -> dict
     return out
 
 
+# --- CPU per process kind ----------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _kind(pid: int, cmd: str, me: int) -> str | None:
+    if pid == me:
+        return "bench + listener leader"
+    if "Orthanc" in cmd and "bench-e2e-" in cmd:
+        return "Orthanc"
+    if cmd.startswith("storescp") and "REFSCP" in cmd:
+        return "storescp"
+    if "celery" in cmd and " -Q " in cmd:
+        return "worker deid" if " -Q deid." in cmd else "worker default (resolve, retrieve)"
+    if "multiprocessing" in cmd:
+        return "listener children"
+    return None
+
+
+def cpu_by_kind() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process tree and Orthanc, by kind."""
+    me = os.getpid()
+    parent: dict[int, int] = {}
+    stat: dict[int, tuple[float, str]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = raw.rsplit(")", 1)[1].split()
+        parent[int(d.name)] = int(fields[1])
+        stat[int(d.name)] = ((int(fields[11]) + int(fields[12])) / _TICK, cmd)
+    out: dict[str, float] = {}
+    for pid, (cpu, _cmd) in stat.items():
+        p, kind = pid, None
+        while p > 1 and kind is None:  # the nearest ancestor (or itself) with a kind
+            kind = _kind(p, stat.get(p, (0.0, ""))[1], me)
+            p = parent.get(p, 0)
+        if kind is not None:
+            out[kind] = out.get(kind, 0.0) + cpu
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after if after[k] - before.get(k, 0.0) > 0}
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -374,6 +431,7 @@ def main() -> None:
               f"per deployment, each on studies new to the gateway", flush=True)
         results: dict[str, dict[str, list[float]]] = {}
         lines: dict[str, list[dict[str, float]]] = {}
+        cpus: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {}
         with orthanc_server(tmp / "orthanc") as o:
             ref = StoreScp(o, tmp)
             try:
@@ -391,11 +449,19 @@ def main() -> None:
                             finally:
                                 shutil.rmtree(exams[0].files[0].parent)
                             time.sleep(1.5)  # Orthanc's StableAge; let the disk settle
+                            c0, k0 = cpu_by_kind(), _children_cpu()
                             t_ref = ref.pull(o, exams)
+                            c1, k1 = cpu_by_kind(), _children_cpu()
                             cli_start = time.time()
                             t_cli, job_id = gw.submit_wait(exams, args.timeout)
                             cli_end = time.time()
+                            c2, k2 = cpu_by_kind(), _children_cpu()
                             tl = timeline(gw, job_id, cli_start, cli_end)
+                            cpu_ref = cpu_delta(c0, c1)
+                            cpu_ref["movescu"] = k1 - k0
+                            cpu_gw = cpu_delta(c1, c2)
+                            cpu_gw["CLI submit --wait"] = k2 - k1
+                            cpus.setdefault(deploy, []).append((cpu_ref, cpu_gw))
                             t_job = tl["job committed -> job finished"]
                             lines.setdefault(deploy, []).append(tl)
                             r["ref"].append(t_ref)
@@ -427,6 +493,13 @@ def main() -> None:
             print(f"\nwhere the time goes, {deploy} (median over rounds, seconds)")
             for k in tls[0]:
                 print(f"  {k:<50}{med([t[k] for t in tls if k in t]):7.3f}")
+            print(f"CPU seconds per round, {deploy} (median; {os.cpu_count()} cores, shared)")
+            for side, idx in (("movescu -> storescp", 0), ("gateway", 1)):
+                kinds = sorted({k for c in cpus[deploy] for k in c[idx]})
+                total = med([sum(c[idx].values()) for c in cpus[deploy]])
+                print(f"  {side}: total {total:.2f}")
+                for k in kinds:
+                    print(f"    {k:<46}{med([c[idx].get(k, 0.0) for c in cpus[deploy]]):7.2f}")
 
 
 if __name__ == "__main__":
