@@ -36,6 +36,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,7 +57,7 @@ from pydicom import dcmread  # noqa: E402
 from pydicom.uid import JPEG2000Lossless, generate_uid  # noqa: E402
 from sqlalchemy import create_engine, select, text  # noqa: E402
 
-from service.cli.serve import settings_env, start_embedded  # noqa: E402
+from service.cli.serve import settings_env  # noqa: E402
 from service.core.config import Settings  # noqa: E402
 from service.db.session import get_sessionmaker, session_scope  # noqa: E402
 from synthetic.exam import fresh_exam  # noqa: E402
@@ -208,7 +209,7 @@ def postgres_db() -> Iterator[str]:
 class Gateway:
     settings: Settings
     log_path: Path
-    emb: Any
+    code: Path  # the source tree its `deidgate serve` and CLI run from
 
     def submit_wait(self, exams: list[RoundExam], timeout: float) -> tuple[float, str]:
         """The real CLI in a new process; returns (wall s, job id)."""
@@ -216,11 +217,9 @@ class Gateway:
                "--wait", "--timeout", str(timeout)]
         for e in exams:
             cmd += ["--accession", e.accession]
-        env = settings_env(self.settings)
-        env["PYTHONPATH"] = str(ROOT)
         t = time.perf_counter()
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT,
-                             check=False)
+        res = subprocess.run(cmd, env=code_env(self.settings, self.code), capture_output=True,
+                             text=True, cwd=self.code, check=False)
         took = time.perf_counter() - t
         if res.returncode != 0:
             raise SystemExit(f"job submit failed ({res.returncode}): {res.stderr[-2000:]}")
@@ -231,18 +230,27 @@ class Gateway:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
+def code_env(settings: Settings, code: Path) -> dict[str, str]:
+    env = settings_env(settings)
+    env["PYTHONPATH"] = str(code)
+    return env
+
+
 @contextmanager
-def gateway(o: OrthancPeer, tmp: Path, *, deploy: str, concurrency: int | None,
-            policy: str) -> Iterator[Gateway]:
+def gateway(o: OrthancPeer, tmp: Path, *, deploy: str, code: Path, label: str, ae: str,
+            concurrency: int | None, policy: str) -> Iterator[Gateway]:
+    """``deidgate serve --no-api`` of the tree ``code`` (a process of its own, as deployed),
+    warm before the first job; ``ae``: its AE title (Orthanc finds move destinations by it)."""
     from service.core.keys import SiteKeys
     from service.db.migrate import upgrade
     from service.dicom import admin
 
-    home = tmp / f"gw-{deploy}"
+    name = f"{deploy}-{label}"
+    home = tmp / f"gw-{name}"
     with contextlib.ExitStack() as stack:
         if deploy == "pg-redis":
             db_url = stack.enter_context(postgres_db())
-            broker = stack.enter_context(redis_server(tmp))
+            broker = stack.enter_context(redis_server(tmp / name))
         else:
             db_url, broker = f"sqlite:///{home / 'gw.db'}", None
         lport = free_port()
@@ -252,24 +260,32 @@ def gateway(o: OrthancPeer, tmp: Path, *, deploy: str, concurrency: int | None,
         st.ensure_dirs()
         upgrade(db_url)
         SiteKeys.load(st.site_key_path)
-        o.add_modality(f"gw-{deploy}", GW_AE, "127.0.0.1", lport)
+        o.add_modality(f"gw-{name}", ae, "127.0.0.1", lport)
         with session_scope(db_url) as s:
             admin.seed(s, st)
-            admin.set_local_ae(s, st, ae_title=GW_AE, host="127.0.0.1", port=lport)
+            admin.set_local_ae(s, st, ae_title=ae, host="127.0.0.1", port=lport)
             admin.add_node(s, "orthanc", ae_title="ORTHANC", host="127.0.0.1",
                            port=o.dicom_port)
             admin.allow(s, "ORTHANC")
-        log_path = tmp / f"worker-{deploy}.log"
+        log_path = tmp / f"serve-{name}.log"
         log = log_path.open("ab")
-        emb = start_embedded(st, db_url, api=False, concurrency=concurrency, log_file=log)
+        cmd = [sys.executable, "-m", "service.cli.main", "serve", "--no-api"]
+        if concurrency:
+            cmd += ["--concurrency", str(concurrency)]
+        proc = subprocess.Popen(cmd, env=code_env(st, code), cwd=code, stdout=log,
+                                stderr=subprocess.STDOUT)
         try:
-            wait_port(lport)
-            time.sleep(4)  # worker boot is not part of a job
-            yield Gateway(st, log_path, emb)
+            wait_port(lport, timeout=120)
+            time.sleep(6)  # worker boot is not part of a job
+            yield Gateway(st, log_path, code)
         finally:
-            emb.stop(timeout=120)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
             log.close()
-            o._req("DELETE", f"/modalities/gw-{deploy}")
+            o._req("DELETE", f"/modalities/gw-{name}")
 
 
 # --- timeline -----------------------------------------------------------------------------------
@@ -349,7 +365,9 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def _kind(pid: int, cmd: str, me: int) -> str | None:
     if pid == me:
-        return "bench + listener leader"
+        return "bench"
+    if "service.cli.main serve" in cmd:
+        return "serve (API off, listener leader)"
     if "Orthanc" in cmd and "bench-e2e-" in cmd:
         return "Orthanc"
     if cmd.startswith("storescp") and "REFSCP" in cmd:
@@ -399,6 +417,45 @@ def _children_cpu() -> float:
 
 # --- main ---------------------------------------------------------------------------------------
 
+def one_round(o: OrthancPeer, ref: StoreScp, gw: Gateway, base: list[list[Path]],
+              args: argparse.Namespace, key: str, rnd: int,
+              results: dict[str, dict[str, list[float]]], lines: dict[str, list[dict[str, float]]],
+              cpus: dict[str, list[tuple[dict[str, float], dict[str, float]]]]) -> None:
+    """New studies into Orthanc, movescu -> storescp, then the gateway's job, side by side."""
+    r = results.setdefault(key, {"ref": [], "cli": [], "job": [], "ratio": [], "ratio_job": []})
+    tag = uuid.uuid4().hex[:6]
+    exams = clone_round(base, Path("/dev/shm") / f"bench-e2e-{tag}", tag)
+    try:
+        load(o, [f for e in exams for f in e.files])
+    finally:
+        shutil.rmtree(exams[0].files[0].parent)
+    time.sleep(1.5)  # Orthanc's StableAge; let the disk settle
+    c0, k0 = cpu_by_kind(), _children_cpu()
+    t_ref = ref.pull(o, exams)
+    c1, k1 = cpu_by_kind(), _children_cpu()
+    cli_start = time.time()
+    t_cli, job_id = gw.submit_wait(exams, args.timeout)
+    cli_end = time.time()
+    c2, k2 = cpu_by_kind(), _children_cpu()
+    tl = timeline(gw, job_id, cli_start, cli_end)
+    cpu_ref = cpu_delta(c0, c1)
+    cpu_ref["movescu"] = k1 - k0
+    cpu_gw = cpu_delta(c1, c2)
+    cpu_gw["CLI submit --wait"] = k2 - k1
+    cpus.setdefault(key, []).append((cpu_ref, cpu_gw))
+    t_job = tl["job committed -> job finished"]
+    lines.setdefault(key, []).append(tl)
+    r["ref"].append(t_ref)
+    r["cli"].append(t_cli)
+    r["job"].append(t_job)
+    r["ratio"].append(t_cli / t_ref)
+    r["ratio_job"].append(t_job / t_ref)
+    print(f"  {key:<18} round {rnd + 1}: movescu->storescp {t_ref:5.2f} s | job submit --wait "
+          f"{t_cli:5.2f} s (job {t_job:5.2f} s) | ratio {t_cli / t_ref:.2f}", flush=True)
+    clear_orthanc(o)
+    gw.clean_output()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--exams", type=int, default=10)
@@ -413,6 +470,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--size", default="full", help="'full' (4096x3328) or ROWSxCOLS")
     ap.add_argument("--timeline", action="store_true", help="per-stage breakdown per job")
+    ap.add_argument("--code", nargs="+", default=[str(ROOT)],
+                    help="source trees to compare in the same run (default: this one); each "
+                         "gets its own `deidgate serve` and the same rounds, alternating order")
     ap.add_argument("--cache", default="/var/tmp/deidgate-bench-e2e",
                     help="where the generated exams are kept between runs ('' : not kept)")
     ap.add_argument("--work-dir", default=None, help="default: a temporary folder in /var/tmp")
@@ -429,6 +489,8 @@ def main() -> None:
         print(f"{args.exams} exams ({j2k} JPEG 2000 lossless), {n_files} instances {rows}x{cols}, "
               f"{mb:.0f} MB (ready in {time.perf_counter() - t:.0f} s); {args.rounds} rounds "
               f"per deployment, each on studies new to the gateway", flush=True)
+        codes = [(Path(c).resolve(), Path(c).resolve().name if len(args.code) > 1 else "")
+                 for c in args.code]
         results: dict[str, dict[str, list[float]]] = {}
         lines: dict[str, list[dict[str, float]]] = {}
         cpus: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {}
@@ -436,54 +498,29 @@ def main() -> None:
             ref = StoreScp(o, tmp)
             try:
                 for deploy in args.deploy:
-                    r = results.setdefault(deploy, {"ref": [], "cli": [], "job": [],
-                                                    "ratio": [], "ratio_job": []})
-                    with gateway(o, tmp, deploy=deploy, concurrency=args.concurrency,
-                                 policy=args.policy) as gw:
+                    with contextlib.ExitStack() as stack:
+                        gws = [(f"{deploy}{' ' + label if label else ''}",
+                                stack.enter_context(gateway(
+                                    o, tmp, deploy=deploy, code=code, label=label or "gw",
+                                    ae=f"{GW_AE}{i}", concurrency=args.concurrency,
+                                    policy=args.policy)))
+                               for i, (code, label) in enumerate(codes)]
                         for rnd in range(args.rounds):
-                            tag = uuid.uuid4().hex[:6]
-                            exams = clone_round(base, Path("/dev/shm") / f"bench-e2e-{tag}",
-                                                tag)
-                            try:
-                                load(o, [f for e in exams for f in e.files])
-                            finally:
-                                shutil.rmtree(exams[0].files[0].parent)
-                            time.sleep(1.5)  # Orthanc's StableAge; let the disk settle
-                            c0, k0 = cpu_by_kind(), _children_cpu()
-                            t_ref = ref.pull(o, exams)
-                            c1, k1 = cpu_by_kind(), _children_cpu()
-                            cli_start = time.time()
-                            t_cli, job_id = gw.submit_wait(exams, args.timeout)
-                            cli_end = time.time()
-                            c2, k2 = cpu_by_kind(), _children_cpu()
-                            tl = timeline(gw, job_id, cli_start, cli_end)
-                            cpu_ref = cpu_delta(c0, c1)
-                            cpu_ref["movescu"] = k1 - k0
-                            cpu_gw = cpu_delta(c1, c2)
-                            cpu_gw["CLI submit --wait"] = k2 - k1
-                            cpus.setdefault(deploy, []).append((cpu_ref, cpu_gw))
-                            t_job = tl["job committed -> job finished"]
-                            lines.setdefault(deploy, []).append(tl)
-                            r["ref"].append(t_ref)
-                            r["cli"].append(t_cli)
-                            r["job"].append(t_job)
-                            r["ratio"].append(t_cli / t_ref)
-                            r["ratio_job"].append(t_job / t_ref)
-                            print(f"  {deploy:<9} round {rnd + 1}: movescu->storescp "
-                                  f"{t_ref:5.2f} s | job submit --wait {t_cli:5.2f} s "
-                                  f"(job {t_job:5.2f} s) | ratio {t_cli / t_ref:.2f}",
-                                  flush=True)
-                            clear_orthanc(o)
-                            gw.clean_output()
+                            # alternate which tree goes first: the page cache and machine noise
+                            # then favour none of them
+                            order = gws if rnd % 2 == 0 else gws[::-1]
+                            for key, gw in order:
+                                one_round(o, ref, gw, base, args, key, rnd, results, lines,
+                                          cpus)
             finally:
                 ref.stop()
     print()
     print(f"{args.exams} exams x {n_files // args.exams} views, medians of {args.rounds} rounds "
           f"(each round: movescu first, then the gateway, on the same new studies)")
-    print(f"{'deployment':<11}{'movescu s':>10}{'submit --wait s':>17}{'job s':>8}"
+    print(f"{'deployment':<20}{'movescu s':>10}{'submit --wait s':>17}{'job s':>8}"
           f"{'ratio':>7}{'ratio (job)':>13}{'exams/h':>9}")
     for deploy, r in results.items():
-        print(f"{deploy:<11}{med(r['ref']):>10.2f}{med(r['cli']):>17.2f}{med(r['job']):>8.2f}"
+        print(f"{deploy:<20}{med(r['ref']):>10.2f}{med(r['cli']):>17.2f}{med(r['job']):>8.2f}"
               f"{med(r['ratio']):>7.2f}{med(r['ratio_job']):>13.2f}"
               f"{args.exams / med(r['cli']) * 3600:>9,.0f}")
     print("ratio = submit --wait wall / movescu wall, median of the per-round ratios; "
