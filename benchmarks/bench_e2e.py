@@ -177,6 +177,7 @@ class StoreScp:
 def redis_server(tmp: Path) -> Iterator[str]:
     """A private redis-server: no other process on this machine shares its queues."""
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)  # redis-server will not start without its --dir
     exe = shutil.which("redis-server") or "/usr/bin/redis-server"
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp)],

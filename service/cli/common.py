@@ -37,7 +37,7 @@ class _State:
             from service.db.migrate import ensure_schema
 
             self.settings.home.mkdir(parents=True, exist_ok=True)
-            ensure_schema(self.settings.db_url)
+            ensure_schema(self.settings.db_url, cache_dir=self.settings.home / "cache")
             self._db_ready = True
         return self.settings.db_url
 
