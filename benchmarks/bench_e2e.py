@@ -211,6 +211,7 @@ class Gateway:
     settings: Settings
     log_path: Path
     code: Path  # the source tree its `deidgate serve` and CLI run from
+    pid: int  # its `deidgate serve` process
 
     def submit_wait(self, exams: list[RoundExam], timeout: float) -> tuple[float, str]:
         """The real CLI in a new process; returns (wall s, job id)."""
@@ -278,7 +279,7 @@ def gateway(o: OrthancPeer, tmp: Path, *, deploy: str, code: Path, label: str, a
         try:
             wait_port(lport, timeout=120)
             time.sleep(6)  # worker boot is not part of a job
-            yield Gateway(st, log_path, code)
+            yield Gateway(st, log_path, code, proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -380,8 +381,9 @@ def _kind(pid: int, cmd: str, me: int) -> str | None:
     return None
 
 
-def cpu_by_kind() -> dict[str, float]:
-    """CPU seconds (user + system) so far of this process tree and Orthanc, by kind."""
+def cpu_by_kind(serve: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process tree and Orthanc, by kind; of the
+    gateways, only the one whose ``serve`` process is given (the others idle meanwhile)."""
     me = os.getpid()
     parent: dict[int, int] = {}
     stat: dict[int, tuple[float, str]] = {}
@@ -402,7 +404,13 @@ def cpu_by_kind() -> dict[str, float]:
         while p > 1 and kind is None:  # the nearest ancestor (or itself) with a kind
             kind = _kind(p, stat.get(p, (0.0, ""))[1], me)
             p = parent.get(p, 0)
-        if kind is not None:
+        chain, q = set(), pid
+        while q > 1:
+            chain.add(q)
+            q = parent.get(q, 0)
+        other = any("service.cli.main serve" in stat.get(a, (0.0, ""))[1] and a != serve
+                    for a in chain)
+        if kind is not None and not other:
             out[kind] = out.get(kind, 0.0) + cpu
     return out
 
@@ -431,13 +439,13 @@ def one_round(o: OrthancPeer, ref: StoreScp, gw: Gateway, base: list[list[Path]]
     finally:
         shutil.rmtree(exams[0].files[0].parent)
     time.sleep(1.5)  # Orthanc's StableAge; let the disk settle
-    c0, k0 = cpu_by_kind(), _children_cpu()
+    c0, k0 = cpu_by_kind(gw.pid), _children_cpu()
     t_ref = ref.pull(o, exams)
-    c1, k1 = cpu_by_kind(), _children_cpu()
+    c1, k1 = cpu_by_kind(gw.pid), _children_cpu()
     cli_start = time.time()
     t_cli, job_id = gw.submit_wait(exams, args.timeout)
     cli_end = time.time()
-    c2, k2 = cpu_by_kind(), _children_cpu()
+    c2, k2 = cpu_by_kind(gw.pid), _children_cpu()
     tl = timeline(gw, job_id, cli_start, cli_end)
     cpu_ref = cpu_delta(c0, c1)
     cpu_ref["movescu"] = k1 - k0
