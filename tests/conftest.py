@@ -55,6 +55,7 @@ def pg_url() -> Iterator[str]:
         from service.db.session import get_engine
 
         get_engine(url).dispose()
+        get_engine(url, False).dispose()  # the non-durable hot-path engine
         get_engine.cache_clear()
         from service.db.session import get_sessionmaker
 

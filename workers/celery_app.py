@@ -19,6 +19,7 @@ from service.audit.process import start_process
 from service.core import logs
 from service.core.config import Settings, load_settings
 from service.core.queues import broker_options, celery_conf, deid_queue
+from service.jobs import policy_check
 from workers.tasks.base import site_keys
 from workers.tasks.deid import deidentifier
 from workers.tasks.sweep import run_sweep
@@ -126,3 +127,5 @@ def _warm_up(**_: Any) -> None:
         deidentifier(settings.default_policy, site_keys(settings), settings.project)
     except Exception as exc:  # a broken policy is reported by the task that needs it
         log.warning("warm-up failed (%s)", type(exc).__name__)
+    else:  # submissions of jobs with this policy need not load it again to check it
+        policy_check.remember(settings, settings.default_policy)

@@ -47,7 +47,8 @@ class _State:
             from service.db.migrate import ensure_schema
 
             self.settings.home.mkdir(parents=True, exist_ok=True)
-            ensure_schema(self.settings.db_url, default_node=node_name(self.settings))
+            ensure_schema(self.settings.db_url, default_node=node_name(self.settings),
+                          cache_dir=self.settings.home / "cache")
             self._db_ready = True
         return self.settings.db_url
 

@@ -16,7 +16,9 @@ from service.jobs.transitions import link_received
 
 
 def make_on_stored(settings: Settings) -> Callable[[int], None]:
-    sessions = get_sessionmaker(settings.db_url)
+    # not durable at commit (service.db.session): a link lost at a power cut leaves the
+    # instance "received", and the sweep links it again
+    sessions = get_sessionmaker(settings.db_url, False)
 
     def on_stored(received_id: int) -> None:
         with sessions() as s:

@@ -29,6 +29,7 @@ from service.db.states import (
     StudyState,
 )
 from service.dicom import admin
+from service.jobs import policy_check
 from service.jobs.recovery import WORK, revive
 from service.jobs.routing import enqueue, enqueue_deidentify, instance_nodes
 from service.jobs.schemas import (
@@ -54,12 +55,14 @@ __all__ = [
 
 
 def check_submittable(
-    session: Session, *, pacs: str, policy: str, destination: str | None
+    session: Session, settings: Settings, *, pacs: str, policy: str, destination: str | None
 ) -> None:
     """Refuse at submission what would only fail later: unknown node or policy."""
     for name, role in ((pacs, "pacs"), (destination, "destination")):
         if name is not None and not _node_exists(session, name):
             raise InvalidJobRequest(f"{role}: no PACS node named {name!r} is configured")
+    if policy_check.stamped(settings, policy):  # loaded before, unchanged since
+        return
     # the engine's policy loader, loaded only when a job is submitted: the API process needs
     # the de-identification engine for nothing else
     from workers.deid.policy import load_policy
@@ -69,6 +72,7 @@ def check_submittable(
     except (DeidgateError, FileNotFoundError, ValueError) as exc:
         reason = exc.reason if isinstance(exc, DeidgateError) else type(exc).__name__
         raise InvalidJobRequest(f"policy: {policy!r} cannot be loaded ({reason})") from None
+    policy_check.remember(settings, policy)
 
 
 def _node_exists(session: Session, name: str) -> bool:
@@ -87,7 +91,8 @@ def submit_job(
     session: Session, settings: Settings, keys: SiteKeys, req: JobRequest, *, actor: str
 ) -> JobView:
     policy = req.policy or settings.default_policy
-    check_submittable(session, pacs=req.pacs, policy=policy, destination=req.destination)
+    check_submittable(session, settings, pacs=req.pacs, policy=policy,
+                      destination=req.destination)
     job = Job(
         id=new_job_id(), state=JobState.QUEUED, pacs=req.pacs, policy=policy,
         destination=req.destination, selector=req.selector, requested=req.requested,

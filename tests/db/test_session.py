@@ -29,3 +29,26 @@ def test_every_sqlite_connection_is_wal_with_full_sync(tmp_path: Path) -> None:
     for t in threads:
         t.join(30)
     assert seen == [("wal", 2)] * 4
+
+
+def test_only_the_non_durable_engine_skips_the_commit_fsync(tmp_path: Path) -> None:
+    """The hot-path writes whose loss recovery repairs commit with NORMAL; the default engine
+    (mappings and every other write) stays FULL, on every connection, also after the other
+    engine has been used on the same file."""
+    url = f"sqlite:///{tmp_path / 'deidgate.db'}"
+    with get_engine(url, False).connect() as c:
+        assert str(c.execute(text("PRAGMA journal_mode")).scalar()) == "wal"
+        assert int(c.execute(text("PRAGMA synchronous")).scalar() or 0) == 1  # NORMAL
+    assert _pragmas(url) == ("wal", 2)
+    assert get_engine(url) is not get_engine(url, False)
+    from service.db.session import get_sessionmaker
+
+    assert get_sessionmaker(url).kw["bind"] is get_engine(url)
+    assert get_sessionmaker(url, False).kw["bind"] is get_engine(url, False)
+
+
+def test_postgresql_non_durable_engine_turns_off_synchronous_commit(pg_url: str) -> None:
+    with get_engine(pg_url, False).connect() as c:
+        assert c.execute(text("SHOW synchronous_commit")).scalar() == "off"
+    with get_engine(pg_url).connect() as c:
+        assert c.execute(text("SHOW synchronous_commit")).scalar() == "on"

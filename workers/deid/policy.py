@@ -206,6 +206,12 @@ def policy_fingerprint(name_or_path: str | Path) -> str:
     return h.hexdigest()
 
 
+def policy_files(name_or_path: str | Path) -> list[Path]:
+    """The YAML files a policy is made of (its layers, in order); for the submission-time
+    stamp (``service.jobs.policy_check``) that says when a policy must be validated again."""
+    return [p for p, _ in _layers(resolve_policy_path(name_or_path))]
+
+
 def load_policy(name_or_path: str | Path) -> Policy:
     """Load a shipped policy by stem (``mammography-screening``) or a YAML file by path."""
     path = resolve_policy_path(name_or_path)

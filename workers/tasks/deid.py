@@ -17,7 +17,7 @@ from service.core.keys import SiteKeys
 from service.core.queues import TaskName, node_name
 from service.db.models.dicom import ReceivedInstance
 from service.db.models.jobs import Job, JobInstance, JobStudy
-from service.db.session import session_scope
+from service.db.session import get_sessionmaker, session_scope
 from service.db.states import (
     COMMITTED_INSTANCE_STATES,
     InstanceState,
@@ -91,7 +91,11 @@ def deidentify_instance(self: DeidgateTask, instance_id: int) -> dict[str, Any]:
                     here)
         enqueue(settings, TaskName.DEIDENTIFY_INSTANCE, instance_id, node=held_on)
         return {"status": "rerouted", "node": held_on}
-    with self.session() as s:
+    # The claim and its release (below) commit without waiting for the disk
+    # (service.db.session): a claim lost at a power cut leaves the instance pending (redone; the
+    # work is idempotent), a lost release leaves a claim that goes stale and is taken over. The
+    # mapping commit in process_instance stays fully durable, and makes these durable with it.
+    with get_sessionmaker(settings.db_url, False)() as s:
         ji = claim_instance(s, instance_id, settings.task_stale_s)
         if ji is None:
             return {"status": "skipped"}
@@ -128,7 +132,7 @@ def deidentify_instance(self: DeidgateTask, instance_id: int) -> dict[str, Any]:
         )
         log.info("instance %d %s (study %s)", instance_id, result.status,
                  result.pseudo_study_uid)
-    with session_scope(settings.db_url) as s:
+    with session_scope(settings.db_url, durable=False) as s:
         s.execute(conditional_update(JobInstance).where(JobInstance.id == instance_id)
                   .values(claimed_at=None))
     if study_id is not None and job_id is not None:
