@@ -33,8 +33,10 @@ from service.core.config import Settings
 from service.core.errors import DeidgateError, Outcome, Rejected, error_code, outcome_of
 from service.core.keys import SiteKeys
 from service.core.queues import TaskName, node_name
+from service.db.models.jobs import JobStudy
 from service.db.session import get_sessionmaker, session_scope
 from service.jobs.recovery import dead_letter
+from service.jobs.transitions import refresh_job
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +158,18 @@ class DeidgateTask(Task):
 
     def after_dead(self, args: tuple[Any, ...]) -> None:
         pass
+
+
+class StudyTask(DeidgateTask):
+    """A task whose argument is a job study (retrieve, score): once it is dead-lettered, the
+    study's job state is derived again, so the job shows the failure instead of waiting."""
+
+    abstract = True
+
+    def after_dead(self, args: tuple[Any, ...]) -> None:
+        with session_scope(self.settings.db_url) as s:
+            st = s.get(JobStudy, int(args[0]))
+            job_id = st.job_id if st else None
+        if job_id:
+            with session_scope(self.settings.db_url) as s:
+                refresh_job(s, job_id)

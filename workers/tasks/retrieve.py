@@ -24,11 +24,10 @@ from service.jobs.schemas import unseal
 from service.jobs.transitions import (
     adopt_known,
     claim_study,
-    refresh_job,
     release_study,
     retrieval_finished,
 )
-from workers.tasks.base import DeidgateTask
+from workers.tasks.base import DeidgateTask, StudyTask
 from workers.tasks.completion import after_instance
 
 
@@ -62,20 +61,13 @@ def _cancelled(db_url: str, study_id: int, job_id: str) -> bool:
                 or job is None or job.state == JobState.CANCELLED)
 
 
-class RetrieveTask(DeidgateTask):
+class RetrieveTask(StudyTask):
     abstract = True
 
     def release(self, args: tuple[Any, ...]) -> None:
         with session_scope(self.settings.db_url) as s:
             release_study(s, int(args[0]))
 
-    def after_dead(self, args: tuple[Any, ...]) -> None:
-        with session_scope(self.settings.db_url) as s:
-            st = s.get(JobStudy, int(args[0]))
-            job_id = st.job_id if st else None
-        if job_id:
-            with session_scope(self.settings.db_url) as s:
-                refresh_job(s, job_id)
 
 
 @shared_task(bind=True, base=RetrieveTask, name=TaskName.RETRIEVE_STUDY.value)

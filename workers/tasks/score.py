@@ -50,7 +50,7 @@ from workers.score.results import (
     show_result,
     view_rows,
 )
-from workers.tasks.base import DeidgateTask
+from workers.tasks.base import DeidgateTask, StudyTask
 
 log = logging.getLogger(__name__)
 
@@ -219,16 +219,8 @@ def _process_metrics(settings: Settings) -> Any:
     return _metrics[0]
 
 
-class ScoreTask(DeidgateTask):
+class ScoreTask(StudyTask):
     abstract = True
-
-    def after_dead(self, args: tuple[Any, ...]) -> None:
-        with session_scope(self.settings.db_url) as s:
-            st = s.get(JobStudy, int(args[0]))
-            job_id = st.job_id if st else None
-        if job_id:
-            with session_scope(self.settings.db_url) as s:
-                refresh_job(s, job_id)
 
 
 @shared_task(bind=True, base=ScoreTask, name=TaskName.SCORE_STUDY.value)
