@@ -170,7 +170,9 @@ def link_received(
     Instances no job asked for are still de-identified (job_id None): identified data is never
     left lying in the spool.
     """
-    ri = session.get(ReceivedInstance, received_id)
+    # Locked (PostgreSQL: FOR UPDATE; SQLite has one writer) so two linkers of one file, the
+    # listener's hook and a sweep on another host, cannot both find no row and insert two.
+    ri = session.get(ReceivedInstance, received_id, with_for_update=True)
     if ri is None:
         return None, False
     study = study or _active_study(session, ri.study_key)
