@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import FileDataset
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    GrayscaleSoftcopyPresentationStateStorage,
+    generate_uid,
+)
 
 from synthetic.identity import unique_identity
 from synthetic.mammogram import make_mammogram
@@ -64,8 +73,6 @@ def fresh_exam(folder: Path, index: int = 0, *, study_date: str = "20260105",
 
 #: A vendor's own storage class (private root): what a PACS may hold next to the views.
 PRIVATE_STORAGE_CLASS = "1.3.6.1.4.1.55555.7.1.1"
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-GSPS_STORAGE = "1.2.840.10008.5.1.4.1.1.11.1"
 
 
 def write_study_extras(folder: Path, exam: Exam) -> list[Path]:
@@ -73,12 +80,6 @@ def write_study_extras(folder: Path, exam: Exam) -> list[Path]:
     patient, accession and study UID), each in its own series: a misfiled CT image, a
     Grayscale Softcopy Presentation State on the first view, and an object of a private SOP
     class. The mammography policy retrieves none of them (not MG) or refuses them."""
-    import numpy as np
-    from pydicom import dcmread
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     first = dcmread(exam.files[0], stop_before_pixels=True)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,7 +99,7 @@ def write_study_extras(folder: Path, exam: Exam) -> list[Path]:
         ds.SeriesDate, ds.SeriesTime = first.StudyDate, first.StudyTime
         return ds
 
-    ct = base(CT_IMAGE_STORAGE, "CT", 90)
+    ct = base(CTImageStorage, "CT", 90)
     ct.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ct.Rows = ct.Columns = 16
     ct.SamplesPerPixel, ct.PhotometricInterpretation = 1, "MONOCHROME2"
@@ -106,7 +107,7 @@ def write_study_extras(folder: Path, exam: Exam) -> list[Path]:
     ct.RescaleIntercept, ct.RescaleSlope = "-1024", "1"
     ct.PixelData = np.full((16, 16), 1024, dtype="<u2").tobytes()
 
-    pr = base(GSPS_STORAGE, "PR", 91)
+    pr = base(GrayscaleSoftcopyPresentationStateStorage, "PR", 91)
     pr.ContentLabel, pr.ContentDescription = "ANNOTATION", "reader mark"
     pr.PresentationCreationDate, pr.PresentationCreationTime = first.StudyDate, first.StudyTime
     ref_img = Dataset()
