@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, sync_playwright
 
 from service.api.app import create_app
 from service.core.config import Settings
 from service.core.security import Role
 from service.db.session import session_scope
 from service.web.accounts import create_user
+from tests.web.browser import ARGS, CHROMIUM, SHOTS, Checker
 
 BASE = "https://testserver"
 ORIGIN = {"Origin": BASE}
@@ -88,3 +91,28 @@ def signed_in(app: FastAPI, users: dict[Role, str]) -> Iterator[Callable[[Role],
     yield make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+# The browser tests' Chromium (one per test module) and a fresh context per test, with the
+# checker (CSP violations, console errors) attached.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    print(f"\nscreenshots: {SHOTS}")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[tuple[Any, Checker]]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    checker = Checker()
+    checker.attach(pg)
+    try:
+        yield pg, checker
+    finally:
+        context.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import expect
 from sqlalchemy import update
 
 from service.core.config import Settings
@@ -32,10 +32,7 @@ from service.dicom import admin as dicom_admin
 from synthetic.exam import Exam, fresh_exam
 from tests.peers.net import free_port
 from tests.web.browser import (
-    ARGS,
-    CHROMIUM,
     PASSWORD,
-    SHOTS,
     Checker,
     add_users,
     sign_in,
@@ -44,17 +41,6 @@ from tests.web.browser import (
 from tests.web.seed import deidentify
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    print(f"\nscreenshots: {SHOTS}")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 class Ui:
@@ -74,18 +60,6 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     results = deidentify(settings, SiteKeys.for_settings(settings), exam)
     with ui_server(settings) as base:
         yield Ui(base, settings, exam, results)
-
-
-@pytest.fixture()
-def page(browser: Browser) -> Iterator[tuple[Any, Checker]]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    checker = Checker()
-    checker.attach(pg)
-    try:
-        yield pg, checker
-    finally:
-        context.close()
 
 
 def test_sign_in_page_keyboard_and_staff_refused(ui: Ui, page: tuple[Any, Checker]) -> None:

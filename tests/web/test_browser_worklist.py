@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import expect
 
 from service.audit.store import AuditStore
 from service.core.config import Settings
@@ -26,10 +26,7 @@ from service.db.session import session_scope
 from synthetic.exam import Exam, fresh_exam
 from tests.triage.seed import add_deidentified
 from tests.web.browser import (
-    ARGS,
-    CHROMIUM,
     PASSWORD,
-    SHOTS,
     Checker,
     add_users,
     sign_in,
@@ -56,17 +53,6 @@ class Staffed:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    print(f"\nscreenshots: {SHOTS}")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture(scope="module")
 def staffed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Staffed]:
     tmp = tmp_path_factory.mktemp("worklist-ui")
     settings = Settings(home=tmp / "home", database_url=f"sqlite:///{tmp / 'ui.db'}",
@@ -86,18 +72,6 @@ def staffed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Staffed]:
         exams.append((uid, exam))
     with ui_server(settings) as base:
         yield Staffed(base, settings, exams)
-
-
-@pytest.fixture()
-def page(browser: Browser) -> Iterator[tuple[Any, Checker]]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    checker = Checker()
-    checker.attach(pg)
-    try:
-        yield pg, checker
-    finally:
-        context.close()
 
 
 def _images_loaded(pg: Any) -> list[int]:
