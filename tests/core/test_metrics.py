@@ -8,8 +8,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +33,7 @@ from service.core.metrics import (
 )
 from service.dicom.tls import TlsRefusal
 from tests.e2e.harness import redis_server
-from tests.peers.net import free_port
+from tests.peers.net import free_port, uvicorn_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,20 +68,10 @@ WRITER = textwrap.dedent("""
 
 @contextmanager
 def serve(app: object) -> Iterator[int]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,  # type: ignore[arg-type]
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.02)
-    try:
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(),  # type: ignore[arg-type]
+                            log_level="warning", lifespan="off")
+    with uvicorn_in_thread(config) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

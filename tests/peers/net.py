@@ -1,10 +1,16 @@
-"""Free ports, waiting for a peer to listen, and stopping a peer process."""
+"""Free ports, waiting for a peer to listen, stopping a peer process, and an in-process
+uvicorn server for the tests that talk to the app over a real socket."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
 
 
 def free_port() -> int:
@@ -32,3 +38,21 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+@contextmanager
+def uvicorn_in_thread(config: uvicorn.Config) -> Iterator[int]:
+    """Run ``config``'s server in a daemon thread until it listens, yield its port, and stop
+    it on the way out (the caller picks the app, port, TLS and lifespan)."""
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield config.port
+    finally:
+        server.should_exit = True
+        thread.join(15)

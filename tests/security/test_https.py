@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +19,7 @@ from service.api.transport import TransportSecurity, install, uvicorn_config
 from service.core.config import Settings
 from service.core.tls import TlsConfigError
 from tests.peers.certs import TestPki
-from tests.peers.net import free_port
+from tests.peers.net import free_port, uvicorn_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -45,18 +43,8 @@ def api(settings: Settings,
                             lifespan="off")
     if adjust is not None:
         adjust(config)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with uvicorn_in_thread(config) as bound:
+        yield bound
 
 
 def test_https_serves_everything_with_hsts(home: Path, pki: TestPki) -> None:

@@ -12,8 +12,6 @@ import ssl
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +26,7 @@ from service.api.app import create_app
 from service.core.config import Settings
 from service.core.health import model_status_path, write_model_status
 from service.db.migrate import upgrade
-from tests.peers.net import free_port, wait_port
+from tests.peers.net import free_port, uvicorn_in_thread, wait_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -69,20 +67,10 @@ WRITER = textwrap.dedent("""
 
 @contextmanager
 def uvicorn_app(app: object) -> Iterator[int]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,  # type: ignore[arg-type]
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.02)
-    try:
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(),  # type: ignore[arg-type]
+                            log_level="warning", lifespan="off")
+    with uvicorn_in_thread(config) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_metrics_scrape_of_the_real_app(tmp_path: Path) -> None:

@@ -8,8 +8,6 @@ Content-Security-Policy violation reported by the browser fails the test.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from service.core.config import Settings
 from service.core.security import Role
 from service.db.session import session_scope
 from service.web.accounts import create_user
-from tests.peers.net import free_port
+from tests.peers.net import free_port, uvicorn_in_thread
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,20 +45,10 @@ def ui_server(settings: Settings) -> Iterator[str]:
 
     from service.api.app import create_app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert t.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(),
+                            log_level="warning", lifespan="on")
+    with uvicorn_in_thread(config) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        t.join(timeout=15)
 
 
 @dataclass
