@@ -36,7 +36,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -61,7 +60,7 @@ from service.cli.serve import settings_env  # noqa: E402
 from service.core.config import Settings  # noqa: E402
 from service.db.session import get_sessionmaker, session_scope  # noqa: E402
 from synthetic.exam import fresh_exam  # noqa: E402
-from tests.peers.net import free_port, wait_port  # noqa: E402
+from tests.peers.net import free_port, stop_process, wait_port  # noqa: E402
 from tests.peers.orthanc import OrthancPeer, orthanc_server  # noqa: E402
 
 FULL = (4096, 3328)
@@ -281,11 +280,7 @@ def gateway(o: OrthancPeer, tmp: Path, *, deploy: str, code: Path, label: str, a
             time.sleep(6)  # worker boot is not part of a job
             yield Gateway(st, log_path, code, proc.pid)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, timeout=120)
             log.close()
             o._req("DELETE", f"/modalities/gw-{name}")
 

@@ -7,7 +7,6 @@ elements, quoting them; every line every process wrote is searched for the name.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from service.db.session import get_sessionmaker, session_scope
 from service.dicom import admin
 from synthetic.exam import fresh_exam
 from tests.peers.dcmtk import storescu
-from tests.peers.net import free_port, wait_port
+from tests.peers.net import free_port, stop_process, wait_port
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "service.cli.main"]
@@ -85,11 +84,7 @@ def test_planted_name_reaches_no_log(tmp_path: Path) -> None:
                 time.sleep(0.3)
             time.sleep(1)  # the worker's last lines
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, timeout=90)
     cli = subprocess.run([*CLI, "deidentify", str(planted), "--out", str(tmp_path / "cli-out"),
                           "--report", str(tmp_path / "report.json")],
                          env=_env(tmp_path / "cli-home"), capture_output=True, text=True,

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -30,7 +31,7 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
     """SIGTERM, wait ``timeout`` s, then SIGKILL: a wedged peer never hangs the test run."""
     proc.terminate()
     try:
