@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.config import Settings
+from service.core.fsync import write_durably
 from service.core.tls import TLS12_CIPHERS, TlsConfigError, check_private_key, harden
 
 HEALTH_PATH = "/api/v1/health"
@@ -105,7 +106,6 @@ def self_signed(settings: Settings) -> tuple[Path, Path]:
     embedded default speaks HTTPS with no setup; browsers warn until the hospital's certificate
     replaces it (``DEIDGATE_HTTPS_CERT``/``_KEY``)."""
     import datetime
-    import os
     import socket
 
     from cryptography import x509
@@ -131,11 +131,10 @@ def self_signed(settings: Settings) -> tuple[Path, Path]:
              .add_extension(x509.SubjectAlternativeName(sans), critical=False)
              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
              .sign(pk, hashes.SHA256()))
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pk.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+    # 0600 whatever an earlier file's mode was (it is replaced, never truncated in place)
+    write_durably(key, pk.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
     cert.write_bytes(built.public_bytes(serialization.Encoding.PEM))
     return cert, key
 

@@ -73,9 +73,6 @@ class AuditStore:
                                "(fingerprint differs); copy the right seal file here")
         return seal
 
-    def _seal_of(self, key_id: str) -> SealKey:
-        return self.keys.seal(key_id)
-
     # -- recording -------------------------------------------------------------------------
 
     def record_outcome(self, outcome: RecordedOutcome, *, source: str, job_id: str | None) -> None:
@@ -117,7 +114,7 @@ class AuditStore:
             # RETURNING, not rowcount: a skipped conflict returns no row on both dialects
             inserted = self.session.execute(self._insert_ignore(values)).first()
             new += inserted is not None
-        self._check_collisions(wanted, hashes)
+        self._check_collisions(wanted, hashes, seal)
         self.log_event("deidentified", actor="deidgate", details={
             "patient": outcome.patient_pseudonym,
             "study": outcome.study_instance_uid,
@@ -147,11 +144,13 @@ class AuditStore:
             index_elements=["kind", "pseudonym"]).returning(AuditMapping.id)
 
     def _check_collisions(self, wanted: dict[tuple[str, str], str],
-                          hashes: dict[tuple[str, str], str]) -> None:
+                          hashes: dict[tuple[str, str], str], seal: SealKey) -> None:
         """Every stored row sharing a namespace and pseudonym must carry the same original.
 
-        A stored row's lookup hash is under that row's sealing key, so the original is hashed
-        again under it (rows sealed before a rotation are compared like any other)."""
+        ``hashes`` are under ``seal`` (the active key, read once by ``record_outcome``). A
+        stored row's lookup hash is under that row's sealing key, so for a row under another
+        key the original is hashed again under it (rows sealed before a rotation are compared
+        like any other)."""
         by_ns: dict[str, dict[str, tuple[str, str]]] = {}
         for (kind, pseudonym), digest in hashes.items():
             seen = by_ns.setdefault(namespace_of(kind), {})
@@ -164,14 +163,12 @@ class AuditStore:
             select(AuditMapping.kind, AuditMapping.namespace, AuditMapping.pseudonym,
                    AuditMapping.lookup_hash, AuditMapping.key_id)
             .where(AuditMapping.pseudonym.in_(everything)))
-        active = None
         for kind, ns, pseudonym, digest, key_id in rows:  # one query for every namespace
             expected = by_ns.get(ns, {}).get(pseudonym)
             if expected is None:
                 continue
-            active = active or self.active_seal().key_id
-            want = expected[0] if key_id == active else lookup_hash(
-                self._seal_of(key_id), kind=kind, original=expected[1])
+            want = expected[0] if key_id == seal.key_id else lookup_hash(
+                self.keys.seal(key_id), kind=kind, original=expected[1])
             if digest != want:
                 raise PseudonymCollision(
                     f"{kind} pseudonym {pseudonym} already maps to a different original")
@@ -210,7 +207,7 @@ class AuditStore:
         }
         self.log_event("reidentify", actor=actor.strip(), details=details, export=False)
         self.session.commit()
-        found = [(kind, decrypt_original(self._seal_of(key_id), kind=kind, pseudonym=p,
+        found = [(kind, decrypt_original(self.keys.seal(key_id), kind=kind, pseudonym=p,
                                          blob=ct)) for kind, p, ct, key_id in rows]
         exporter = atna_export.current()
         if exporter is not None:  # ATNA's Patient object needs the disclosed Patient ID only
@@ -246,7 +243,7 @@ class AuditStore:
                 .where(AuditMapping.kind == kind).order_by(AuditMapping.id)
                 .execution_options(yield_per=2000))
         for pseudonym, ct, key_id in self.session.execute(stmt):
-            yield (decrypt_original(self._seal_of(key_id), kind=kind, pseudonym=pseudonym,
+            yield (decrypt_original(self.keys.seal(key_id), kind=kind, pseudonym=pseudonym,
                                     blob=ct), pseudonym)
 
     def count_mappings(self, kind: str) -> int:

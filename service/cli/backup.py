@@ -41,7 +41,7 @@ def create(ctx: typer.Context, out: Annotated[Path, typer.Argument(
         metavar="ARCHIVE", help="the .tar.gz to write (0600); must not exist")]) -> None:
     """Site key, sealing keys and a consistent database copy (SQLite online backup, or
     pg_dump) into one archive."""
-    from service.core.keys import SiteKeys, site_master
+    from service.core.keys import SiteKeys, seal_key_path, site_master
     from service.db import backup
     from service.db.migrate import current_heads
 
@@ -68,8 +68,8 @@ def create(ctx: typer.Context, out: Annotated[Path, typer.Argument(
                     _add_bytes(tar, "manifest.json", json.dumps(manifest, indent=2).encode())
                     _add_bytes(tar, "keys/site.key", master.hex().encode() + b"\n")
                     for key_id in keys.seals:
-                        path = st.settings.seal_keys_dir / f"seal-{key_id}.key"
-                        _add_bytes(tar, f"keys/seal-{key_id}.key", path.read_bytes())
+                        path = seal_key_path(st.settings.seal_keys_dir, key_id)
+                        _add_bytes(tar, f"keys/{path.name}", path.read_bytes())
                     tar.add(Path(tmp) / db_file, arcname=f"db/{db_file}", recursive=False)
                 fh.flush()
                 os.fsync(fh.fileno())

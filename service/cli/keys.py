@@ -9,24 +9,16 @@ anything; ``list`` shows the rows each key still seals.
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
 
-from service.cli.common import exit_for, state
+from service.cli.common import cli_actor, exit_for, state
 from service.core.errors import DeidgateError
 from service.db.session import session_scope
 
 keys_app = typer.Typer(help="Sealing keys of the pseudonym mappings (rotation keeps linkage).",
                        no_args_is_help=True)
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no passwd entry (containers)
-        return "cli"
 
 
 @keys_app.command("list")
@@ -56,14 +48,15 @@ def rotate(
 ) -> None:
     """Make a new sealing key (seal-<id>.key, 0600, in the keys folder)."""
     from service.audit import keyring
+    from service.core.keys import seal_key_path
 
     st = state(ctx)
     folder = st.settings.seal_keys_dir
     try:
         with session_scope(st.db_url()) as s:
-            keys, seal = keyring.create(s, st.keys(), folder, actor=_actor(), key_id=key_id)
+            keys, seal = keyring.create(s, st.keys(), folder, actor=cli_actor(), key_id=key_id)
             if activate:
-                keyring.activate(s, keys, seal.key_id, actor=_actor())
+                keyring.activate(s, keys, seal.key_id, actor=cli_actor())
     except DeidgateError as exc:
         exit_for(exc)
     typer.echo(f"created sealing key {seal.key_id} (fingerprint {seal.fingerprint}) in {folder}")
@@ -71,7 +64,7 @@ def rotate(
         typer.echo(f"active: new mappings are sealed under {seal.key_id}; "
                    "`deidgate keys rekey` re-seals the older rows")
     else:
-        typer.echo(f"copy {folder}/seal-{seal.key_id}.key to every host, then "
+        typer.echo(f"copy {seal_key_path(folder, seal.key_id)} to every host, then "
                    f"`deidgate keys activate {seal.key_id}`")
 
 
@@ -84,7 +77,7 @@ def activate_(ctx: typer.Context,
     st = state(ctx)
     try:
         with session_scope(st.db_url()) as s:
-            keyring.activate(s, st.keys(), key_id, actor=_actor())
+            keyring.activate(s, st.keys(), key_id, actor=cli_actor())
     except DeidgateError as exc:
         exit_for(exc)
     typer.echo(f"active sealing key: {key_id}")
@@ -102,7 +95,7 @@ def rekey_(
     st = state(ctx)
     try:
         with session_scope(st.db_url()) as s:
-            n = keyring.rekey(s, st.keys(), actor=_actor(), batch=batch, limit=limit)
+            n = keyring.rekey(s, st.keys(), actor=cli_actor(), batch=batch, limit=limit)
     except DeidgateError as exc:
         exit_for(exc)
     typer.echo(f"re-sealed {n} mapping row(s) under the active key")

@@ -112,70 +112,49 @@ def process_instance(
     delete_source: bool,
     on_commit: OnCommit | None = None,
 ) -> InstanceResult:
-    """De-identify ``src`` and commit its mappings; see the module docstring for the order."""
+    """De-identify ``src`` and commit its mappings; see the module docstring for the order.
+    Timed as the ``deidentify`` stage; counted as de-identified here, as refused in ``_refuse``."""
     with metrics.time_stage("deidentify"):
-        result = _process(src, deidentifier=deidentifier, db_url=db_url, keys=keys,
-                          out_root=out_root, quarantine=quarantine, source=source,
-                          job_id=job_id, delete_source=delete_source, on_commit=on_commit)
-    if result.status == "written":
+        try:
+            outcome = deidentifier.deidentify(src)
+        except Rejected as exc:
+            return _refuse(src, exc, db_url=db_url, keys=keys, quarantine=quarantine,
+                           source=source, job_id=job_id, on_commit=on_commit)
+
+        dest = output_path(out_root, outcome)
+        deidentifier.write(outcome, dest)
+        result = InstanceResult(
+            status="written",
+            out_path=dest,
+            patient_pseudonym=outcome.patient_pseudonym,
+            pseudo_study_uid=outcome.study_instance_uid,
+            pseudo_series_uid=outcome.series_instance_uid,
+            pseudo_sop_instance_uid=outcome.sop_instance_uid,
+            pixel_action=outcome.pixel.action if outcome.pixel else None,
+        )
+        try:
+            with session_scope(db_url) as session:
+                AuditStore(session, keys).record_outcome(outcome, source=source, job_id=job_id)
+                record_instance_actions(session, outcome)  # what was done to each attribute
+                if on_commit is not None:
+                    on_commit(session, result)
+        except Rejected as exc:  # e.g. a pseudonym collision found at commit: fail closed
+            with contextlib.suppress(FileNotFoundError):
+                dest.unlink()
+            return _refuse(src, exc, db_url=db_url, keys=keys, quarantine=quarantine,
+                           source=source, job_id=job_id, on_commit=on_commit)
+        except OperationalError as exc:
+            raise Retryable(
+                f"database unavailable while committing mappings ({type(exc.orig).__name__})"
+            ) from None
+
+        if delete_source:
+            src.unlink(missing_ok=True)
+            fsync_dir(src.parent)
+        log.info("de-identified instance %s (patient %s, pixels %s)", outcome.sop_instance_uid,
+                 outcome.patient_pseudonym, result.pixel_action)
         metrics.count_deidentified()
-    else:
-        metrics.count_refused("deidentify", result.reason_code or "rejected")
-    return result
-
-
-def _process(
-    src: Path,
-    *,
-    deidentifier: Deidentifier,
-    db_url: str,
-    keys: SiteKeys,
-    out_root: Path,
-    quarantine: Path | None,
-    source: str,
-    job_id: str | None,
-    delete_source: bool,
-    on_commit: OnCommit | None,
-) -> InstanceResult:
-    try:
-        outcome = deidentifier.deidentify(src)
-    except Rejected as exc:
-        return _refuse(src, exc, db_url=db_url, keys=keys, quarantine=quarantine,
-                       source=source, job_id=job_id, on_commit=on_commit)
-
-    dest = output_path(out_root, outcome)
-    deidentifier.write(outcome, dest)
-    result = InstanceResult(
-        status="written",
-        out_path=dest,
-        patient_pseudonym=outcome.patient_pseudonym,
-        pseudo_study_uid=outcome.study_instance_uid,
-        pseudo_series_uid=outcome.series_instance_uid,
-        pseudo_sop_instance_uid=outcome.sop_instance_uid,
-        pixel_action=outcome.pixel.action if outcome.pixel else None,
-    )
-    try:
-        with session_scope(db_url) as session:
-            AuditStore(session, keys).record_outcome(outcome, source=source, job_id=job_id)
-            record_instance_actions(session, outcome)  # what was done to each attribute
-            if on_commit is not None:
-                on_commit(session, result)
-    except Rejected as exc:  # e.g. a pseudonym collision found at commit: fail closed
-        with contextlib.suppress(FileNotFoundError):
-            dest.unlink()
-        return _refuse(src, exc, db_url=db_url, keys=keys, quarantine=quarantine,
-                       source=source, job_id=job_id, on_commit=on_commit)
-    except OperationalError as exc:
-        raise Retryable(
-            f"database unavailable while committing mappings ({type(exc.orig).__name__})"
-        ) from None
-
-    if delete_source:
-        src.unlink(missing_ok=True)
-        fsync_dir(src.parent)
-    log.info("de-identified instance %s (patient %s, pixels %s)", outcome.sop_instance_uid,
-             outcome.patient_pseudonym, result.pixel_action)
-    return result
+        return result
 
 
 def _refuse(
@@ -211,4 +190,5 @@ def _refuse(
     if qpath is not None:
         quarantine_file(src, qpath, exc, source=source)
     log.warning("refused input: %s: %s", exc.code, exc.reason)
+    metrics.count_refused("deidentify", exc.code or "rejected")
     return result
