@@ -7,7 +7,6 @@ refused inputs, by the SHA-256 of their bytes, never by path: export folders are
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import logging
@@ -138,7 +137,7 @@ def run_batch(
     with session_scope(db_url) as session:
         AuditStore(session, keys).log_event(
             "batch-deidentified",
-            actor=f"cli:{getpass.getuser()}",
+            actor=common.cli_actor(),
             details={"policy": policy.name, "policy_version": policy.version,
                      "counts": report["counts"], "refusal_reasons": dict(reasons)},
         )

@@ -6,7 +6,6 @@ in ``--from-file`` are PHI: they go into the sealed request and are never echoed
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from datetime import date
@@ -15,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli.common import exit_for, fail, is_tty, state, transact
+from service.cli.common import cli_actor, exit_for, fail, is_tty, state, transact
 from service.core.errors import DeidgateError
 from service.db.states import TERMINAL_JOB_STATES, JobState
 
@@ -24,13 +23,6 @@ job_app = typer.Typer(help="Extraction jobs: pull studies from a PACS and de-ide
 
 FILE_KINDS = {"accession": "accession_numbers", "patient-id": "patient_ids",
               "study-uid": "study_instance_uids"}
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
 
 
 def _read_values(path: Path) -> list[str]:
@@ -166,7 +158,7 @@ def submit(
     try:
         req = ops.parse_job_request(data)
         with session_scope(st.db_url()) as s:
-            view = ops.submit_job(s, st.settings, st.keys(), req, actor=_actor())
+            view = ops.submit_job(s, st.settings, st.keys(), req, actor=cli_actor())
     except DeidgateError as exc:
         exit_for(exc)
     typer.echo(view.id)
@@ -241,7 +233,7 @@ def cancel(ctx: typer.Context, job_id: str) -> None:
     from service.jobs import ops
 
     st = state(ctx)
-    v = transact(ctx, lambda s: ops.cancel_job(s, job_id, actor=_actor(), keys=st.keys()))
+    v = transact(ctx, lambda s: ops.cancel_job(s, job_id, actor=cli_actor(), keys=st.keys()))
     typer.echo(f"job {v.id} {v.state}")
 
 
@@ -252,7 +244,7 @@ def retry(ctx: typer.Context, job_id: str,
     from service.jobs import ops
 
     st = state(ctx)
-    v = transact(ctx, lambda s: ops.retry_job(s, job_id, actor=_actor(), settings=st.settings,
+    v = transact(ctx, lambda s: ops.retry_job(s, job_id, actor=cli_actor(), settings=st.settings,
                                               keys=st.keys()))
     typer.echo(f"job {v.id} {v.state}")
     if wait:
@@ -278,7 +270,7 @@ def retry_dead(ctx: typer.Context, dead_letter_id: int) -> None:
 
     st = state(ctx)
     d = transact(ctx, lambda s: ops.retry_dead_letter(s, st.settings, dead_letter_id,
-                                                      actor=_actor()))
+                                                      actor=cli_actor()))
     typer.echo(f"dead letter {d.id} {d.state}")
 
 

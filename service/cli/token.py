@@ -7,14 +7,13 @@ auditors can tell who held API access when.
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
 from sqlalchemy.orm import Session
 
 from service.audit.store import AuditStore
-from service.cli.common import exit_for, state
+from service.cli.common import cli_actor, exit_for, state
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
 from service.core.security import Role, create_token, list_tokens, revoke_token
@@ -22,15 +21,8 @@ from service.db.base import as_utc
 from service.db.session import session_scope
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no passwd entry (containers)
-        return "cli"
-
-
 def _record(session: Session, keys: SiteKeys, kind: str, **details: object) -> None:
-    AuditStore(session, keys).log_event(kind, actor=_actor(), details=details)
+    AuditStore(session, keys).log_event(kind, actor=cli_actor(), details=details)
 
 
 token_app = typer.Typer(help="API tokens for the REST API (stored hashed, shown once).")

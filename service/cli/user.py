@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from service.cli.common import exit_for, fail, state
+from service.cli.common import cli_actor, exit_for, fail, state
 from service.core.errors import DeidgateError
 from service.core.security import Role
 from service.db.base import as_utc
@@ -24,13 +24,6 @@ user_app = typer.Typer(help="Web UI user accounts (argon2id password hashes).",
 
 StdinOpt = Annotated[bool, typer.Option(
     "--password-stdin", help="read the password from the first line of standard input")]
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no passwd entry (containers)
-        return "cli"
 
 
 def read_password(from_stdin: bool) -> str:
@@ -69,7 +62,7 @@ def create(
         check_password(password, name=name)
         with session_scope(url) as s:
             user = create_user(s, name=name, role=role, password=password)
-            AuditStore(s, keys).log_event("user.created", actor=_actor(), details={
+            AuditStore(s, keys).log_event("user.created", actor=cli_actor(), details={
                 "id": user.id, "name": user.name, "role": user.role})
     except DeidgateError as exc:
         exit_for(exc)
@@ -93,7 +86,7 @@ def passwd(ctx: typer.Context, name: Annotated[str, typer.Argument()],
         check_password(password, name=name)
         with session_scope(url) as s:
             user = set_password(s, name, password)
-            AuditStore(s, keys).log_event("user.password-changed", actor=_actor(),
+            AuditStore(s, keys).log_event("user.password-changed", actor=cli_actor(),
                                           details={"id": user.id, "name": user.name})
     except DeidgateError as exc:
         exit_for(exc)
@@ -112,7 +105,7 @@ def disable(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
     try:
         with session_scope(url) as s:
             user = disable_user(s, name)
-            AuditStore(s, keys).log_event("user.disabled", actor=_actor(),
+            AuditStore(s, keys).log_event("user.disabled", actor=cli_actor(),
                                           details={"id": user.id, "name": user.name})
     except DeidgateError as exc:
         exit_for(exc)
