@@ -185,25 +185,31 @@ class AuditStore:
 
     # -- re-identification -----------------------------------------------------------------
 
-    def lookup(self, pseudonym: str, *, reason: str, actor: str) -> list[tuple[str, str]]:
+    def lookup(self, pseudonym: str, *, reason: str, actor: str, kind: str | None = None,
+               context: dict[str, str] | None = None) -> list[tuple[str, str]]:
         """Re-identify: [(kind, original)] for ``pseudonym``. Commits the "reidentify" event
         (operator, reason, pseudonym, match count) *before* decrypting anything. The reason
         is stored in clear like every event detail: callers ask for a ticket or purpose, not
-        for identifying text."""
+        for identifying text. ``kind``: only that kind's mapping is looked up and decrypted
+        (the worklist's accession reveal); ``context``: more event details (no PHI)."""
         if not reason or not reason.strip():
             raise LookupRefused("a re-identification needs a reason")
         if not actor or not actor.strip():
             raise LookupRefused("a re-identification needs an operator name")
+        where = [AuditMapping.pseudonym == pseudonym]
+        if kind is not None:
+            where.append(AuditMapping.kind == kind)
         rows = self.session.execute(
             select(AuditMapping.kind, AuditMapping.pseudonym, AuditMapping.original_ct,
                    AuditMapping.key_id)
-            .where(AuditMapping.pseudonym == pseudonym).order_by(AuditMapping.id)
+            .where(*where).order_by(AuditMapping.id)
         ).all()
-        details = {
+        details: dict[str, Any] = {
             "pseudonym": pseudonym,
             "reason": reason.strip(),
             "matches": len(rows),
             "kinds": sorted({r.kind for r in rows}),
+            **(context or {}),
         }
         self.log_event("reidentify", actor=actor.strip(), details=details, export=False)
         self.session.commit()

@@ -10,6 +10,7 @@ duplicates. Nothing here touches DICOM or the broker.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -265,13 +266,15 @@ def release_instance(session: Session, instance_id: int) -> None:
     session.commit()
 
 
-def check_study(session: Session, study_id: int, *, score: bool = False) -> bool:
+def check_study(session: Session, study_id: int, *,
+                score: bool | Callable[[], bool] = False) -> bool:
     """de-identifying -> complete/failed once every received instance is done; True on the
     transition (exactly one caller sees True, so the completion hook runs once).
 
     ``score``: a model is configured, so a fully de-identified study goes to ``scoring``
     instead of ``complete`` (the score task completes it): the job cannot be derived ``done``
-    between the two steps."""
+    between the two steps. A callable is asked only then, so a caller that checks after every
+    instance (``workers.tasks.completion``) reads the model registry once per study."""
     s = session.get(JobStudy, study_id, populate_existing=True)
     if s is None or s.state != StudyState.DEIDENTIFYING or not s.retrieved:
         return False
@@ -286,7 +289,7 @@ def check_study(session: Session, study_id: int, *, score: bool = False) -> bool
         new, reason = StudyState.FAILED, f"{bad} instance(s) could not be de-identified"
     elif s.expected is not None and received < s.expected:
         new, reason = StudyState.FAILED, f"received {received} of {s.expected} instances"
-    elif score and counts.get(InstanceState.WRITTEN, 0):
+    elif counts.get(InstanceState.WRITTEN, 0) and (score() if callable(score) else score):
         new, reason = StudyState.SCORING, None
     else:
         new, reason = StudyState.COMPLETE, None

@@ -21,12 +21,10 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.audit.crypto import decrypt_original
 from service.audit.store import AuditStore
 from service.core.errors import DeidgateError
 from service.core.keys import SiteKeys
 from service.db.base import utcnow
-from service.db.models.audit import AuditMapping
 from service.db.models.triage import TriageEntry
 
 REASON_MIN = 10
@@ -114,18 +112,11 @@ def reveal_accession(session: Session, keys: SiteKeys, exam: str, *, reason: str
     if not actor or not actor.strip():
         raise RevealRefused("a re-identification needs an operator name")
     entry = _entry(session, exam)
-    pseudonym = entry.accession_pseudonym
-    rows = [] if not pseudonym else session.execute(
-        select(AuditMapping.pseudonym, AuditMapping.original_ct)
-        .where(AuditMapping.kind == "accession", AuditMapping.pseudonym == pseudonym)
-        .order_by(AuditMapping.id)
-    ).all()
-    AuditStore(session, keys).log_event("reidentify", actor=actor.strip(), details={
-        "pseudonym": pseudonym or "", "reason": text, "matches": len(rows),
-        "kinds": ["accession"] if rows else [], "exam": exam, "purpose": PURPOSE})
-    session.commit()  # on record before anything is decrypted
-    if not rows:
+    # AuditStore.lookup commits the event before it decrypts, under the row's sealing key
+    found = AuditStore(session, keys).lookup(
+        entry.accession_pseudonym or "", reason=text, actor=actor, kind="accession",
+        context={"exam": exam, "purpose": PURPOSE})
+    if not found:
         raise AccessionUnknown("no accession number is recorded for this exam "
                                "(the request was recorded)")
-    p, blob = rows[0]
-    return decrypt_original(keys, kind="accession", pseudonym=p, blob=blob)
+    return found[0][1]

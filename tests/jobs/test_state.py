@@ -91,6 +91,34 @@ def test_happy_path_completes_once(settings: Settings, site_keys: SiteKeys, jobs
     assert v.studies[0].study_uid == "2.25.1"
 
 
+def test_a_lazy_score_flag_is_asked_once_per_study(
+    settings: Settings, site_keys: SiteKeys, jobs_db: str
+) -> None:
+    """The completion check runs after every instance; whether a model is configured (a read
+    of the model registry) is asked only when the study completes."""
+    job_id, sid = _resolved_job(jobs_db, settings, site_keys)
+    asked: list[int] = []
+
+    def enabled() -> bool:
+        asked.append(1)
+        return True
+
+    S = get_sessionmaker(jobs_db)
+    with S() as s:
+        claim_study(s, sid, 60)
+        ids = [row.id for row, _ in (link_received(s, rid)  # type: ignore[union-attr]
+                                     for rid in _received(jobs_db, site_keys, 2))]
+        retrieval_finished(s, sid, complete=True, reason=None)
+        claim_instance(s, ids[0], 60)
+        finish_instance(s, ids[0], state=InstanceState.WRITTEN, pseudo_study_uid="2.25.1")
+        assert not check_study(s, sid, score=enabled) and asked == []
+        claim_instance(s, ids[1], 60)
+        finish_instance(s, ids[1], state=InstanceState.WRITTEN, pseudo_study_uid="2.25.1")
+        assert check_study(s, sid, score=enabled) is True and asked == [1]
+        assert check_study(s, sid, score=enabled) is False and asked == [1]
+        assert refresh_job(s, job_id) == "scoring"
+
+
 def test_stale_claim_is_taken_over_and_swept(
     settings: Settings, site_keys: SiteKeys, jobs_db: str
 ) -> None:

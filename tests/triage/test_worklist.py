@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
+from service.audit import keyring
 from service.audit.store import AuditStore
 from service.core.config import Settings
 from service.core.keys import SiteKeys
@@ -183,6 +184,24 @@ def test_reveal_records_before_it_answers_and_never_logs(
     assert e.details["exam"] == exam and e.details["kinds"] == ["accession"]
     assert accession not in str(e.details)
     assert accession not in caplog.text
+
+
+def test_reveal_opens_a_mapping_sealed_under_a_rotated_key(
+    settings: Settings, deid_exam: tuple[str, str]
+) -> None:
+    """After ``keys rotate`` + ``rekey`` the accession mapping is sealed under the new key, not
+    the site key: the reveal decrypts each row under its own key, as the auditors' lookup."""
+    exam, accession = deid_exam
+    keys = SiteKeys.for_settings(settings)
+    with session_scope(settings.db_url) as s:
+        keys, seal = keyring.create(s, keys, settings.home / "keys", actor="test")
+        keyring.activate(s, keys, seal.key_id, actor="test")
+    with session_scope(settings.db_url) as s:
+        assert keyring.rekey(s, keys, actor="test") > 0
+    keys = SiteKeys.for_settings(settings)
+    with session_scope(settings.db_url) as s:
+        assert actions.reveal_accession(s, keys, exam, reason="recall ticket 42 follow-up",
+                                        confirmed=True, actor="staff-a") == accession
 
 
 def test_reveal_without_accession_is_recorded_and_refused(filled: str,

@@ -4,6 +4,7 @@ everything downstream of a fully de-identified study: forwarding and scoring."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from service.core.config import Settings
 from service.core.queues import TaskName, node_name
@@ -31,7 +32,8 @@ def after_instance(settings: Settings, study_id: int, job_id: str) -> None:
     """Check the study (one caller sees it complete) and derive the job's state again."""
     sessions = get_sessionmaker(settings.db_url)
     with sessions() as s:
-        completed = check_study(s, study_id, score=scoring_enabled(settings))
+        # asked only when the study completes, not on every instance's check
+        completed = check_study(s, study_id, score=partial(scoring_enabled, settings))
     if completed:
         study_complete(settings, study_id, job_id)
     with sessions() as s:
