@@ -320,8 +320,7 @@ def disallow(session: Session, ae_title: str) -> int:
 
 
 def is_allowed(entries: list[AllowedAE], calling_ae: str, peer_host: str) -> bool:
-    ae = calling_ae.strip()
-    return any(e.ae_title == ae and (e.host is None or e.host == peer_host) for e in entries)
+    return match_allowed(entries, calling_ae, peer_host) is not None
 
 
 # --- PACS nodes ------------------------------------------------------------------------------

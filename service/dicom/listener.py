@@ -139,10 +139,13 @@ class AllowList:
         self._refresh()
         return self._entries
 
-    def tls_guard(self, calling_ae: str, peer_host: str) -> TlsGuard:
-        """The TLS check for one association (its entry's policy, the pins), from the cache."""
+    def guard(self, calling_ae: str, peer_host: str) -> TlsGuard | None:
+        """None: the calling AE is not allowed from that host; else the TLS check for the
+        association (its entry's policy, the pins). One look at the cache for both answers."""
         self._refresh()
         entry = admin.match_allowed(self._entries, calling_ae, peer_host)
+        if entry is None:
+            return None
         policy = admin.incoming_tls(entry, self._nodes)
         pins = self._pins
         return TlsGuard(lambda _ae: policy, lambda: pins)
@@ -150,9 +153,6 @@ class AllowList:
     def invalidate(self) -> None:
         with self._lock:
             self._at = -1e9
-
-    def allowed(self, calling_ae: str, peer_host: str) -> bool:
-        return admin.is_allowed(self.entries(), calling_ae, peer_host)
 
 
 @dataclass
@@ -342,16 +342,18 @@ class Listener(Serving):
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()
         peer = str(assoc.requestor.address)
+        # EVT_REQUESTED is a notification: pynetdicom logs a handler's exception and goes on to
+        # accept, so the lookup and the TLS check both stay inside this fail-closed block
         try:
-            ok = self.allow_list.allowed(calling, peer)
-        except Exception as exc:  # database unreachable: fail closed, transiently
-            log.error("allow-list unavailable; rejecting association (%s)", logs.failure(exc))
+            guard = self.allow_list.guard(calling, peer)
+            refusal = guard.check(assoc) if guard is not None else None
+        except Exception as exc:  # database unreachable, a certificate that does not parse
+            log.error("allow-list or TLS check unavailable; rejecting association (%s)",
+                      logs.failure(exc))
             assoc.acse.send_reject(0x02, 0x01, 0x01)
             assoc.kill()
             return
-        if ok:
-            guard = self.allow_list.tls_guard(calling, peer)
-            refusal = guard.check(assoc)
+        if guard is not None:
             if refusal is None:
                 _accept_as_offered(assoc)
                 return

@@ -389,8 +389,8 @@ class _Attempt:
     def _select(self) -> None:
         """Apply the series filter: which series to move, the count to expect of them."""
         assert self.filter is not None
-        with association(self.node, self.ctx.local_ae, [(FIND, None)],
-                         self.policy.timeouts) as assoc:
+        with association(self.node, self.ctx.local_ae, [(FIND, None)], self.policy.timeouts,
+                         tls_files=self.ctx.tls_files) as assoc:
             series: list[SeriesMatch] = series_of(assoc, self.ctx.keys, self.study.study_uid)
         keep: list[SeriesMatch] = []
         for i, ser in enumerate(series):

@@ -275,6 +275,11 @@ def test_find_move_and_get_over_tls_with_orthanc(
         rep = r.retrieve_study(node, study, ctx, retry=FAST)
         assert rep.complete, (rep.reason, rep.detail)
         assert rep.received == 2
+        # a series filter (what a policy listing SOP classes gives) finds the series over TLS too
+        mg_only = f.SeriesFilter(modalities=frozenset({"MG"}), source="test")
+        rep = r.retrieve_study(node, study, ctx, retry=FAST, series_filter=mg_only)
+        assert rep.complete, (rep.reason, rep.detail)
+        assert rep.received == 2 and not rep.skipped
 
         getter = admin.NodeConfig("orthanc-get", "ORTHANC", "127.0.0.1", peer.dicom_port,
                                   "get", tls_mode=MTLS)
