@@ -222,6 +222,13 @@ def export_scores_cmd(
     typer.echo(f"wrote {out}: {n} exams scored by {card.display_name}")
 
 
+def _midranks(v: list[float]) -> list[float]:
+    """Ties share their mean rank (Spearman's rho is Pearson's r on these)."""
+    from scipy.stats import rankdata  # scipy only for the compare command
+
+    return [float(r) for r in rankdata(v, method="average")]
+
+
 def _pearson(a: list[float], b: list[float]) -> float:
     n = len(a)
     ma, mb = sum(a) / n, sum(b) / n
@@ -230,20 +237,6 @@ def _pearson(a: list[float], b: list[float]) -> float:
     if va == 0 or vb == 0:
         return math.nan
     return sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True)) / math.sqrt(va * vb)
-
-
-def _ranks(v: list[float]) -> list[float]:
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    ranks = [0.0] * len(v)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
 
 
 def compare_cmd(
@@ -299,7 +292,8 @@ def compare_cmd(
     b = [scores[1][e] for e in common]
     diffs = sorted(abs(x - y) for x, y in zip(a, b, strict=True))
     typer.echo(f"{len(common)} exams ({how})")
-    typer.echo(f"Pearson r {_pearson(a, b):.3f}, Spearman rho {_pearson(_ranks(a), _ranks(b)):.3f}")
+    rho = _pearson(_midranks(a), _midranks(b))
+    typer.echo(f"Pearson r {_pearson(a, b):.3f}, Spearman rho {rho:.3f}")
     typer.echo(f"|A - B|: median {diffs[len(diffs) // 2]:.4f}, max {diffs[-1]:.4f}")
     cats = ("likely_normal", "standard", "priority")
     table = {(x, y): 0 for x in cats for y in cats}
