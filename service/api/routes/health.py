@@ -59,10 +59,13 @@ def ready(request: Request) -> JSONResponse:
     from service.db.migrate import script_heads
 
     settings = request.app.state.settings
+    # the migration scripts are this process's own code: parsed once, not on every probe
+    heads = getattr(request.app.state, "script_heads", None)
+    if heads is None:
+        heads = request.app.state.script_heads = script_heads(settings.db_url)
     url, options = broker_options(settings)
     ok, body = checks.readiness([
-        checks.check_database(get_engine(settings.db_url),
-                              expected_heads=script_heads(settings.db_url)),
+        checks.check_database(get_engine(settings.db_url), expected_heads=heads),
         checks.check_broker(url, options),
         checks.check_spool(settings.spool_dir, floor_bytes=settings.spool_free_floor_mb << 20),
         checks.check_model(checks.model_status_path(settings),
