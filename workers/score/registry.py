@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.config import Settings
+from service.core.fsync import write_durably
 from workers.score.card import CARD_FILE, ModelCard, ModelCardError, load_card, verify_weights
 
 
@@ -66,10 +67,9 @@ def _read(settings: Settings) -> dict[str, Any]:
 
 
 def _write(settings: Settings, data: dict[str, Any]) -> None:
-    path = _file(settings)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
+    # durably: an activation or rollback the command reported must survive a power cut
+    write_durably(_file(settings), json.dumps(data, indent=2, sort_keys=True).encode(),
+                  mode=0o644)
 
 
 @contextmanager
