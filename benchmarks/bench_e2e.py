@@ -287,7 +287,7 @@ def gateway(o: OrthancPeer, tmp: Path, *, deploy: str, code: Path, label: str, a
 
 # --- timeline -----------------------------------------------------------------------------------
 
-_LOG = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): \w+/[\w-]+\] Task "
+_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+ Task "
                   r"deidgate\.(\w+)\[([0-9a-f-]+)\] (received|succeeded in ([\d.e-]+)s)")
 
 
@@ -341,7 +341,9 @@ def timeline(gw: Gateway, job_id: str, cli_start: float, cli_end: float) -> dict
         out["retrieve task, median per study"] = med([b - a for a, b in ret])
         out["retrieves: first start -> last end"] = max(b for _, b in ret) - ret[0][0]
     if recv:
+        out["job committed -> first instance received"] = recv[0] - created
         out["first instance received -> last received"] = recv[-1] - recv[0]
+        out["last instance received -> job finished"] = finished - recv[-1]
         out["instance received -> linked (on_stored), median"] = med(
             [b - a for a, b in zip(sorted(r[0].timestamp() for r in rows), linked,
                                    strict=True)])

@@ -50,10 +50,10 @@ from service.dicom.store_handler import OnStored, StoreSink
 from service.dicom.tls import (
     DicomTlsFiles,
     Refusal,
-    TlsAssociationServer,
     TlsGuard,
     listener_context,
 )
+from service.dicom.tls_server import TlsAssociationServer
 
 log = logging.getLogger(__name__)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output echoes identifiers

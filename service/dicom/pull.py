@@ -370,8 +370,11 @@ def retrieve_study(node: NodeConfig, study: StudyMatch, ctx: PullContext, *, att
     ``attempt`` (1-based) decides whether a failure is final: status ``retry`` with
     ``retry_in`` while attempts remain and the failure is not permanent, else ``failed``.
     With ``series_filter`` the study's series are found first (C-FIND, SERIES level) and only
-    those the filter keeps are moved, one C-MOVE per series; the others are reported as
-    skipped with a reason, and completeness counts only what was asked for."""
+    those the filter keeps are moved (one C-MOVE per kept series when the filter skips any,
+    else one for the whole study: one association back from the PACS, not one per series);
+    the others are reported as skipped with a reason, and completeness counts only what was
+    asked for. When every instance the PACS counted has arrived and the move reports no
+    failure, no instance-level listing is asked for to confirm it."""
     return _Attempt(node, study, ctx, retry or RetryPolicy(), attempt, progress,
                     series_filter).run()
 
@@ -440,10 +443,12 @@ class _Attempt:
                 r.attempts = 0  # already here (a resumed job): nothing to pull
                 return self._done()
             plan: dict[str, list[str]] | None = None
-            if self.only is not None:  # per series: only those the filter kept
-                plan = self._missing(have) if r.received else {ser: [] for ser in self.only}
+            if self.only is not None and r.received:  # per series: what is still missing
+                plan = self._missing(have)
                 if not plan:
                     return self._done()
+            elif self.only is not None and self.report.skipped:  # only the kept series
+                plan = {ser: [] for ser in self.only}
             elif r.received:  # something arrived earlier: ask only for the rest
                 plan = self._missing(have)
                 if not plan:
@@ -457,6 +462,9 @@ class _Attempt:
             r.warning_subops += pulled.warning
             have = self.received()
             r.received = len(have)
+            if (r.expected is not None and r.received >= r.expected and not pulled.failed
+                    and not pulled.warning):
+                return self._done()  # every instance the PACS counted is here
             self._tell("checking")
             plan = self._missing(have)
             if not plan:

@@ -127,6 +127,12 @@ def get_job(session: Session, job_id: str) -> JobView | None:
     return None if job is None else _view(session, job)
 
 
+def job_state(session: Session, job_id: str) -> JobState | None:
+    """The job's state alone (one indexed read): for pollers, None for an unknown job."""
+    value = session.scalar(select(Job.state).where(Job.id == job_id))
+    return None if value is None else JobState(value)
+
+
 def _load(session: Session, job_id: str) -> Job:
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:

@@ -20,7 +20,8 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from service.dicom.tls import NodeTls, Refusal, TlsAssociationServer, TlsGuard
+from service.dicom.tls import NodeTls, Refusal, TlsGuard
+from service.dicom.tls_server import TlsAssociationServer
 from tests.peers.certs import Leaf
 
 ALL_TS = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
