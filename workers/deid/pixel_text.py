@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from service.core.errors import PixelRefused
 from workers.deid.outcome import Box
 from workers.deid.policy_schema import PixelOptions
+from workers.runs import label_runs
 
 _MONO = ("MONOCHROME1", "MONOCHROME2")
 _COLOR_OK = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")
@@ -126,42 +127,13 @@ def _components(occ: np.ndarray) -> tuple[list[tuple[int, int, int, int]], list[
     """8-connected components of a small boolean grid.
 
     Returns the runs as (row, col0, col1, label) and per component [label, area, r0, c0, r1, c1].
-    Run-length union-find: a mammogram's grid has a few hundred runs, so this costs well under
-    a millisecond without scipy.
+    Run-length union-find (``workers.runs``): a mammogram's grid has a few hundred runs, so
+    this costs well under a millisecond without scipy.
     """
-    h, w = occ.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = occ
-    d = np.diff(padded, axis=1)
-    rows_a, starts_a = np.nonzero(d == 1)
-    ends_a = np.nonzero(d == -1)[1]
-    rows, starts, ends = rows_a.tolist(), starts_a.tolist(), ends_a.tolist()
-    n = len(rows)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    row_first = np.searchsorted(rows_a, np.arange(h + 1)).tolist()
-    for r in range(1, h):
-        i, a1 = row_first[r - 1], row_first[r]
-        j, b1 = row_first[r], row_first[r + 1]
-        while i < a1 and j < b1:
-            if starts[i] <= ends[j] and starts[j] <= ends[i]:  # 8-connected overlap
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-            if ends[i] < ends[j]:
-                i += 1
-            else:
-                j += 1
+    rows, starts, ends, labels = label_runs(occ)
     runs = []
     info: dict[int, list[int]] = {}
-    for k in range(n):
-        root = find(k)
+    for k, root in enumerate(labels):
         r, c0, c1 = rows[k], starts[k], ends[k]
         runs.append((r, c0, c1, root))
         e = info.get(root)

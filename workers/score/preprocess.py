@@ -32,6 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 
 from service.core.errors import Rejected
+from workers.runs import label_runs
 from workers.score.card import (
     PREPROCESSING_VERSION,
     Crop,
@@ -236,35 +237,11 @@ def orient(arr: np.ndarray, header_side: Side | None, p: Orientation) -> tuple[n
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected component, by runs per row and union-find over touching runs."""
     h, w = mask.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    d = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(d == 1)
-    _, ends = np.nonzero(d == -1)  # exclusive; same row-major order as the starts
-    n = rows.size
-    if n == 0:
+    rows_l, starts_l, ends_l, labels = label_runs(mask)
+    if not rows_l:
         return np.zeros_like(mask, dtype=bool)
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
-    first = np.searchsorted(rows, np.arange(h + 1))
-    for r in range(1, h):
-        i, j, a1, b1 = int(first[r - 1]), int(first[r]), int(first[r]), int(first[r + 1])
-        while i < a1 and j < b1:
-            if starts[i] <= ends[j] and starts[j] <= ends[i]:  # touch, diagonals included
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-            if ends[i] < ends[j]:
-                i += 1
-            else:
-                j += 1
-    roots = np.array([find(k) for k in range(n)])
+    rows, starts, ends = np.array(rows_l), np.array(starts_l), np.array(ends_l)
+    roots = np.array(labels)
     sizes = np.bincount(roots, weights=ends - starts)
     keep = roots == int(np.argmax(sizes))
     out = np.zeros((h, w), dtype=bool)
