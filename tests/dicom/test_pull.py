@@ -246,3 +246,30 @@ def test_cancel_of_a_move_the_pacs_does_not_stop_aborts_after_the_grace(
         took = time.monotonic() - asked
     assert (rep.status, rep.reason, rep.retry_in) == ("failed", "cancelled", None)
     assert took < 3.0, took  # poll 0.2 + grace 1.0, far below the 30 s DIMSE timeout
+
+
+def test_filter_keeping_every_series_moves_the_study_once_and_trusts_full_counts(
+        orthanc_pacs: OrthancPeer, migrated_db: str, site_keys: SiteKeys, tmp_path: Path,
+        gateway_port: int, start_listener: Callable[..., Listener],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four views in four series, all MG: one study-level C-MOVE (one association back from
+    the PACS, not four), and no instance-level listing once all four counted instances are
+    here (a pull that falls short still gets it: test_move_dropped_midway_...)."""
+    _listen(migrated_db, site_keys, tmp_path, gateway_port, start_listener)
+    exam = fresh_exam(tmp_path / "a", index=210, study_date="20250402")
+    assert len(exam.series_uids) == 4
+    orthanc_pacs.upload(*exam.files)
+    node = _node(orthanc_pacs)
+    [st] = f.find_studies(node, {"accession_numbers": [exam.accession]}, local_ae=GATEWAY_AE,
+                          keys=site_keys)
+    plans: list[Any] = []
+    listings: list[Any] = []
+    real_pull, real_missing = r._pull, r._missing_plan
+    monkeypatch.setattr(r, "_pull", lambda node, uid, plan, **kw: (
+        plans.append(plan), real_pull(node, uid, plan, **kw))[1])
+    monkeypatch.setattr(r, "_missing_plan", lambda *a, **kw: (
+        listings.append(1), real_missing(*a, **kw))[1])
+    keep_mg = f.SeriesFilter(modalities=frozenset({"MG"}), source="test")
+    rep = _until_final(node, st, _ctx(site_keys, migrated_db), series_filter=keep_mg)
+    assert (rep.status, rep.expected, rep.received, rep.skipped) == ("complete", 4, 4, [])
+    assert plans == [None] and listings == []
