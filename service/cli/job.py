@@ -110,28 +110,23 @@ def wait_for(db_url: str, job_id: str, *, timeout: float | None = None,
             if current is None:
                 fail(f"no job with id {job_id!r}")
             now = time.monotonic()
-            if current not in TERMINAL_JOB_STATES and now - viewed < VIEW_EVERY_S \
-                    and (deadline is None or now <= deadline):
-                time.sleep(interval if interval is not None else poll_interval(now - started))
-                continue
-            viewed = now
-            with sessions() as s:
-                v = ops.get_job(s, job_id)
-            if v is None:
-                fail(f"no job with id {job_id!r}")
-            c = v.counts
-            bar.update(task, description=v.state, total=c.instances_expected or None,
-                       completed=c.instances_deidentified + c.instances_refused)
-            line = _progress_line(v)
-            if show and not is_tty() and line != last:
-                typer.echo(line, err=True)
-                last = line
-            if v.state in TERMINAL_JOB_STATES:
-                return v
-            if deadline is not None and time.monotonic() > deadline:
-                return v
-            time.sleep(interval if interval is not None
-                       else poll_interval(time.monotonic() - started))
+            past = deadline is not None and now > deadline
+            if current in TERMINAL_JOB_STATES or past or now - viewed >= VIEW_EVERY_S:
+                viewed = now
+                with sessions() as s:
+                    v = ops.get_job(s, job_id)
+                if v is None:
+                    fail(f"no job with id {job_id!r}")
+                c = v.counts
+                bar.update(task, description=v.state, total=c.instances_expected or None,
+                           completed=c.instances_deidentified + c.instances_refused)
+                line = _progress_line(v)
+                if show and not is_tty() and line != last:
+                    typer.echo(line, err=True)
+                    last = line
+                if v.state in TERMINAL_JOB_STATES or past:
+                    return v
+            time.sleep(interval if interval is not None else poll_interval(now - started))
 
 
 @job_app.command("submit")

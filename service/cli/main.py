@@ -37,6 +37,9 @@ COMMANDS = {"ae": "ae", "audit": "audit", "backup": "backup", "db": "db",
             "listen": "listen", "model": "model", "pacs": "pacs", "policy": "policy",
             "serve": "serve", "worker": "serve", "token": "token", "user": "user"}
 
+# Not top-level: model_eval and model_ops register on `model` (model.py), the rest are helpers.
+_NOT_TOP = {"main", "common", "model_eval", "model_ops"}
+
 
 def cli_modules() -> list[str]:
     """Every ``service/cli`` module that registers top-level commands."""
@@ -45,9 +48,6 @@ def cli_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
                   if m.name not in _NOT_TOP)
 
-
-# Not top-level: model_eval and model_ops register on `model` (model.py), the rest are helpers.
-_NOT_TOP = {"main", "common", "model_eval", "model_ops"}
 
 
 def _register(name: str) -> None:

@@ -443,16 +443,12 @@ class _Attempt:
                 r.attempts = 0  # already here (a resumed job): nothing to pull
                 return self._done()
             plan: dict[str, list[str]] | None = None
-            if self.only is not None and r.received:  # per series: what is still missing
+            if r.received:  # something arrived earlier: ask only for the rest
                 plan = self._missing(have)
                 if not plan:
                     return self._done()
-            elif self.only is not None and self.report.skipped:  # only the kept series
-                plan = {ser: [] for ser in self.only}
-            elif r.received:  # something arrived earlier: ask only for the rest
-                plan = self._missing(have)
-                if not plan:
-                    return self._done()
+            elif self.only is not None and (self.report.skipped or not self.only):
+                plan = {ser: [] for ser in self.only}  # only the kept series (maybe none)
             self._tell("getting" if self.node.retrieve == "get" else "moving")
             pulled = _pull(self.node, self.study.study_uid, plan, local_ae=self.ctx.local_ae,
                            sink=self.ctx.sink, timeouts=self.policy.timeouts,
@@ -462,9 +458,11 @@ class _Attempt:
             r.warning_subops += pulled.warning
             have = self.received()
             r.received = len(have)
-            if (r.expected is not None and r.received >= r.expected and not pulled.failed
-                    and not pulled.warning):
-                return self._done()  # every instance the PACS counted is here
+            if (not self.report.skipped and r.expected is not None
+                    and r.received >= r.expected and not pulled.failed and not pulled.warning):
+                # every instance the PACS counted is here; with skipped series the study's
+                # arrivals may hold some of theirs (a push), so the listing decides instead
+                return self._done()
             self._tell("checking")
             plan = self._missing(have)
             if not plan:

@@ -23,6 +23,7 @@ from typing import Any
 from pynetdicom.transport import AssociationSocket
 
 _installed = False
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
 def _tune(sock: Any, first: bool) -> None:
@@ -33,9 +34,6 @@ def _tune(sock: Any, first: bool) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
     except (OSError, AttributeError):  # not TCP, closed, or not Linux: only slower
         pass
-
-
-_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
 def _recv(self: Any, nr_bytes: int) -> bytearray:
